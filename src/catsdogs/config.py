@@ -1,0 +1,109 @@
+"""Typed pipeline parameters (``params.yaml``), validated on load, overridable from the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from catsdogs.paths import PARAMS_FILE, resolve
+from catsdogs.transforms import AugmentConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataParams(_Strict):
+    source: str = "../shared/data/dogs-vs-cats/train"
+    prepared_dir: str = "data/prepared"
+    cache_dir: str = "data/cache"
+    val_fraction: float = Field(0.1, gt=0, lt=0.5)
+    test_fraction: float = Field(0.1, gt=0, lt=0.5)
+    seed: int = 42
+    limit: int | None = Field(None, ge=4)
+
+
+class ModelParams(_Strict):
+    name: str = "resnet_small"
+    image_size: int = Field(128, ge=32, le=512)
+    dropout: float = Field(0.2, ge=0, lt=1)
+
+
+class AugmentParams(_Strict):
+    scale: tuple[float, float] = (0.35, 1.0)
+    ratio: tuple[float, float] = (0.75, 1.3333)
+    hflip: float = Field(0.5, ge=0, le=1)
+    brightness: float = Field(0.3, ge=0, lt=1)
+    contrast: float = Field(0.3, ge=0, lt=1)
+    saturation: float = Field(0.3, ge=0, lt=1)
+
+    def to_config(self) -> AugmentConfig:
+        return AugmentConfig(**self.model_dump())
+
+
+class TrainParams(_Strict):
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(64, ge=2)
+    lr: float = Field(0.003, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    warmup_epochs: float = Field(1, ge=0)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    patience: int = Field(8, ge=1)
+    seed: int = 42
+    threads: int = Field(0, ge=0)
+    bf16: Literal["auto", "on", "off"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    output_dir: str = "artifacts/train"
+    augment: AugmentParams = AugmentParams()
+
+
+class ExportParams(_Strict):
+    output_dir: str = "models"
+    opset: int = 18
+    quantize: bool = True
+    int8_max_accuracy_drop: float = Field(0.005, ge=0)
+    calibration_images: int = Field(256, ge=8)
+
+
+class GateParams(_Strict):
+    min_accuracy: float = Field(0.95, ge=0, le=1)
+    max_parity_diff: float = Field(1e-4, gt=0)
+    max_latency_ms: float = Field(25.0, gt=0)
+    registered_model: str = "catsdogs"
+
+
+class Params(_Strict):
+    data: DataParams = DataParams()
+    model: ModelParams = ModelParams()
+    train: TrainParams = TrainParams()
+    export: ExportParams = ExportParams()
+    gate: GateParams = GateParams()
+    base_dir: Path = Field(default_factory=lambda: PARAMS_FILE.parent, exclude=True)
+
+    @model_validator(mode="after")
+    def _check_fractions(self) -> Params:
+        if self.data.val_fraction + self.data.test_fraction >= 0.5:
+            raise ValueError("val_fraction + test_fraction must be below 0.5")
+        return self
+
+    def path(self, value: str) -> Path:
+        """Resolve a path from the params file relative to that file's directory."""
+        return resolve(value, self.base_dir)
+
+
+def load_params(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Params:
+    """Load and validate ``params.yaml``; ``overrides`` maps dotted keys to values (None = keep)."""
+    path = Path(path) if path else PARAMS_FILE
+    raw: dict[str, Any] = yaml.safe_load(path.read_text()) if path.exists() else {}
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return Params.model_validate({**(raw or {}), "base_dir": path.resolve().parent})

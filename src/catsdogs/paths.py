@@ -1,0 +1,28 @@
+"""Filesystem locations, anchored on the package (never on the current directory).
+
+``CATSDOGS_HOME`` overrides the project root, e.g. for an installed (non-editable)
+package that is pointed at a checkout.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+PROJECT_ROOT = Path(os.environ.get("CATSDOGS_HOME", PACKAGE_DIR.parents[1])).resolve()
+
+PARAMS_FILE = PROJECT_ROOT / "params.yaml"
+MODELS_DIR = PROJECT_ROOT / "models"  # the shipped, exported model bundle
+ARTIFACTS_DIR = PROJECT_ROOT / "artifacts"  # checkpoints and training outputs (DVC outs)
+REPORTS_DIR = PROJECT_ROOT / "reports"
+DATA_DIR = PROJECT_ROOT / "data"
+SHARED_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data"
+DEFAULT_SOURCE = SHARED_DATA_DIR / "dogs-vs-cats" / "train"
+MLFLOW_DB = PROJECT_ROOT / "mlruns.db"
+
+
+def resolve(path: str | os.PathLike[str], base: Path = PROJECT_ROOT) -> Path:
+    """Relative paths in config files are relative to the project root."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else (base / p).resolve()
