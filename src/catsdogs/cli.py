@@ -118,8 +118,9 @@ def train(
 ) -> None:
     """Train a model, tracked in MLflow, registered as `catsdogs` with alias `challenger`."""
     from catsdogs.config import load_params
-    from catsdogs.train import run_training
+    from catsdogs.train import reexec_with_malloc_tunables, run_training
 
+    reexec_with_malloc_tunables()
     _setup_logging(verbose)
     p = load_params(
         params,
@@ -136,7 +137,7 @@ def train(
             "train.device": device,
         },
     )
-    result = run_training(p, resume=resume, register=register, prepare_data=data_dir is not None or limit is not None)
+    result = run_training(p, resume=resume, register=register)
     typer.echo(
         f"best val_accuracy={result.best_val_accuracy:.4f} (epoch {result.best_epoch}); "
         f"checkpoint {result.checkpoint}; mlflow run {result.run_id}"

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from catsdogs.config import Params
 from catsdogs.transforms import InvalidImageError, PreprocessConfig, load_image, resize
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ def _inspect(path: Path) -> tuple[str, int, int] | tuple[None, str, str]:
 @dataclass
 class PrepareStats:
     source: str
+    settings: dict[str, float | int | None]
     found: int
     kept: int
     skipped: dict[str, int]
@@ -156,6 +158,7 @@ def prepare(
         counts[r.split][r.label] += 1
     stats = PrepareStats(
         source=str(source),
+        settings={"val_fraction": val_fraction, "test_fraction": test_fraction, "seed": seed, "limit": limit},
         found=len(found),
         kept=len(records),
         skipped=dict(sorted(skipped.items())),
@@ -168,6 +171,29 @@ def prepare(
     (out_dir / "stats.json").write_text(json.dumps(asdict(stats), indent=2) + "\n")
     log.info("prepared %d images (%d duplicates removed, skipped %s)", len(records), duplicates, dict(skipped))
     return stats
+
+
+def ensure_prepared(params: Params, fallback_dir: Path) -> Path:
+    """The prepared-data folder matching ``params.data``; prepares one if none matches.
+
+    The canonical folder (``data.prepared_dir``, a DVC output) is used when it matches;
+    ad-hoc runs (``--data-dir``, ``--limit``) prepare into ``fallback_dir`` instead of
+    overwriting it.
+    """
+    d = params.data
+    source = params.path(d.source)
+    wanted = {"val_fraction": d.val_fraction, "test_fraction": d.test_fraction, "seed": d.seed, "limit": d.limit}
+    canonical = params.path(d.prepared_dir)
+    for out_dir in (canonical, fallback_dir):
+        stats_file = out_dir / "stats.json"
+        if stats_file.exists() and (out_dir / "manifest.csv").exists():
+            stats = json.loads(stats_file.read_text())
+            if stats.get("source") == str(source) and stats.get("settings") == wanted:
+                return out_dir
+    out_dir = canonical if not canonical.exists() else fallback_dir
+    log.info("preparing data from %s into %s", source, out_dir)
+    prepare(source, out_dir, progress=True, **wanted)
+    return out_dir
 
 
 def _balanced_subset(found: list[tuple[Path, str]], limit: int) -> list[tuple[Path, str]]:

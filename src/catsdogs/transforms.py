@@ -146,7 +146,7 @@ def resize(img: Image.Image, cfg: PreprocessConfig) -> np.ndarray:
     size = (cfg.image_size, cfg.image_size)
     if img.size != size:
         img = img.resize(size, _RESAMPLE[cfg.interpolation])
-    return np.asarray(img, dtype=np.uint8)
+    return np.array(img, dtype=np.uint8)
 
 
 def _norm_constants(cfg: PreprocessConfig) -> tuple[np.ndarray, np.ndarray]:

@@ -1,9 +1,187 @@
-"""CLI commands of the serving layer: `serve` and `predict` (placeholder until implemented)."""
+"""CLI commands of the serving layer: ``catsdogs serve`` and ``catsdogs predict``.
+
+Imports of uvicorn, onnxruntime and prometheus_client stay inside the commands: ``--help`` stays fast, and
+PROMETHEUS_MULTIPROC_DIR must be set before prometheus_client is first imported.
+"""
 
 from __future__ import annotations
 
+import atexit
+import csv
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
 import typer
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+ModelOpt = Annotated[
+    str | None,
+    typer.Option("--model", "-m", help="Bundle directory or MLflow URI (models:/catsdogs@champion). Default: models/."),
+]
+BackendOpt = Annotated[str | None, typer.Option(help="auto | onnx | onnx-int8 (auto: the bundle's default).")]
+
+
+def _normalise_model(model: str) -> str:
+    # A relative directory on the command line means relative to where the user is, not the project root.
+    return model if model.startswith("models:/") else str(Path(model).expanduser().resolve())
+
+
+def setup_multiprocess_dir(workers: int) -> Path | None:
+    """Prometheus multiprocess directory for several workers: the user's (wiped) or a fresh temporary one."""
+    from catsdogs.serve.metrics import MULTIPROC_ENV
+
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        path = Path(given)
+        path.mkdir(parents=True, exist_ok=True)
+        # Files of a previous run would be added to this run's counters.
+        for stale in path.glob("*.db"):
+            stale.unlink()
+        return path
+    if workers <= 1:
+        return None
+    path = Path(tempfile.mkdtemp(prefix="catsdogs-prometheus-"))
+    os.environ[MULTIPROC_ENV] = str(path)
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to bind (default 0.0.0.0, CATSDOGS_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000, CATSDOGS_PORT).")] = None,
+    model: ModelOpt = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default 1, CATSDOGS_WORKERS).")] = None,
+    backend: BackendOpt = None,
+) -> None:
+    """Serve the model over HTTP: API, web page at /ui, docs at /docs, metrics at /metrics."""
+    from pydantic import ValidationError
+
+    from catsdogs.serve.settings import Settings
+
+    # Workers are fresh processes that build their own Settings: pass the options through the environment.
+    overrides = {"HOST": host, "PORT": port, "WORKERS": workers, "BACKEND": backend}
+    overrides["MODEL_PATH"] = _normalise_model(model) if model else None
+    for key, value in overrides.items():
+        if value is not None:
+            os.environ[f"CATSDOGS_{key}"] = str(value)
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        typer.secho(f"error: invalid setting: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+    setup_multiprocess_dir(settings.workers)
+
+    import uvicorn
+
+    from catsdogs.serve.logging import configure_logging, uvicorn_log_config
+
+    configure_logging(settings.log_format, settings.log_level)
+    uvicorn.run(
+        "catsdogs.serve.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        loop="auto",  # uvloop when installed (uvicorn[standard])
+        http="auto",  # httptools when installed
+        access_log=False,  # replaced by our structured access log
+        log_config=uvicorn_log_config(settings.log_format, settings.log_level),
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+def _collect(paths: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.is_file():
+            files.append(p)
+        else:
+            typer.secho(f"error: {p} does not exist", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2)
+    return files
+
+
+def _rows(files: list[Path], results: list[Any]) -> list[dict[str, Any]]:
+    from catsdogs.predictor import Prediction
+
+    rows = []
+    for f, r in zip(files, results, strict=True):
+        if isinstance(r, Prediction):
+            rows.append({"file": str(f), "prediction": r.label, "confidence": r.confidence, **r.probabilities})
+        else:
+            rows.append({"file": str(f), "error": r.reason, "message": r.message})
+    return rows
+
+
+def predict(
+    paths: Annotated[list[Path], typer.Argument(help="Image files and/or directories (searched recursively).")],
+    output_format: Annotated[
+        Literal["table", "csv", "json"], typer.Option("--format", "-f", help="table | csv | json.")
+    ] = "table",
+    model: ModelOpt = None,
+    backend: BackendOpt = None,
+    batch_size: Annotated[int, typer.Option(min=1, max=256, help="Images per model run.")] = 32,
+) -> None:
+    """Classify images on this machine with the same Predictor as the API. Exit code 1 if any file failed."""
+    from catsdogs.paths import MODELS_DIR
+    from catsdogs.predictor import ModelLoadError, Predictor
+
+    files = _collect(paths)
+    if not files:
+        typer.secho("error: no image files found", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    try:
+        predictor = Predictor.load(_normalise_model(model) if model else MODELS_DIR, backend=backend or "auto")
+    except ModelLoadError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+    results: list[Any] = []
+    for i in range(0, len(files), batch_size):
+        chunk = files[i : i + batch_size]
+        results += predictor.predict_bytes([f.read_bytes() for f in chunk])
+    rows = _rows(files, results)
+    classes = list(predictor.class_names)
+    if output_format == "json":
+        typer.echo(json.dumps(rows, indent=2))
+    elif output_format == "csv":
+        writer = csv.DictWriter(
+            sys.stdout, fieldnames=["file", "prediction", "confidence", *classes, "error", "message"]
+        )
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        _print_table(rows, classes, predictor.version, predictor.backend)
+    if any("error" in r for r in rows):
+        raise typer.Exit(1)
+
+
+def _print_table(rows: list[dict[str, Any]], classes: list[str], version: str, backend: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"catsdogs model {version} ({backend})")
+    table.add_column("file", overflow="fold")
+    table.add_column("prediction")
+    table.add_column("confidence", justify="right")
+    for c in classes:
+        table.add_column(f"p({c})", justify="right")
+    for r in rows:
+        if "error" in r:
+            table.add_row(r["file"], f"[red]{r['error']}[/red]", r["message"], *([""] * len(classes)))
+        else:
+            table.add_row(r["file"], r["prediction"], f"{r['confidence']:.3f}", *(f"{r[c]:.3f}" for c in classes))
+    Console().print(table)
 
 
 def register(app: typer.Typer) -> None:
     """Attach the serving commands to the main CLI."""
+    app.command("serve")(serve)
+    app.command("predict")(predict)

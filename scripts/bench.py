@@ -1,0 +1,279 @@
+"""HTTP latency/throughput benchmark: the real service against the seed-style baseline server.
+
+Starts both servers on 127.0.0.1 (one at a time, so they never compete for the CPU), drives each
+with the same uploads from an async httpx client, and prints p50/p95/p99 latency at concurrency 1
+and requests/s at concurrency 8 and 32, plus the speed-up. Request counts and time are bounded, and
+the servers are always stopped.
+
+    python scripts/bench.py                       # shipped model, /work/shared/data/uploads
+    python scripts/bench.py --model DIR --images DIR --requests 300 --json reports/bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+
+from catsdogs.paths import MODELS_DIR, PROJECT_ROOT, SHARED_DATA_DIR
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
+
+
+@dataclass
+class Phase:
+    concurrency: int
+    requests: int
+    errors: int
+    seconds: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    cpu_ms_per_request: float = float("nan")  # server CPU time (all its processes): robust to a busy machine
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+@dataclass
+class ServerResult:
+    name: str
+    phases: dict[int, Phase] = field(default_factory=dict)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running(
+    cmd: list[str], url: str, ready_path: str, env: dict[str, str], timeout: float = 120
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a server, wait until ``ready_path`` answers 200, and always stop it (whole process group)."""
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True, cwd=PROJECT_ROOT
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+                raise SystemExit(f"server {cmd[:3]} exited with {proc.returncode}:\n{err[-3000:]}")
+            try:
+                if httpx.get(url + ready_path, timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit(f"server {cmd[:3]} not ready after {timeout}s")
+            time.sleep(0.2)
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its direct children (uvicorn workers), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):  # fields[1]: the parent pid
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+    return total
+
+
+def percentile(sorted_ms: list[float], q: float) -> float:
+    if not sorted_ms:
+        return float("nan")
+    k = min(len(sorted_ms) - 1, max(0, round(q / 100 * (len(sorted_ms) - 1))))
+    return sorted_ms[k]
+
+
+async def drive(url: str, images: list[tuple[str, bytes]], concurrency: int, n: int, max_seconds: float) -> Phase:
+    """``n`` POST /predict requests (at most ``max_seconds``), ``concurrency`` in flight at a time."""
+    latencies: list[float] = []
+    errors = 0
+    counter = iter(range(n))
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+        # Warm-up: open the connections and let both servers reach a steady state.
+        for i in range(min(10, n)):
+            name, data = images[i % len(images)]
+            await client.post("/predict", files={"file": (name, data, "image/jpeg")})
+        stop_at = time.perf_counter() + max_seconds
+
+        async def worker() -> None:
+            nonlocal errors
+            for i in counter:
+                if time.perf_counter() > stop_at:
+                    return
+                name, data = images[i % len(images)]
+                start = time.perf_counter()
+                r = await client.post("/predict", files={"file": (name, data, "image/jpeg")})
+                latencies.append((time.perf_counter() - start) * 1000)
+                if r.status_code != 200:
+                    errors += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    lat = sorted(latencies)
+    return Phase(
+        concurrency=concurrency,
+        requests=len(lat),
+        errors=errors,
+        seconds=elapsed,
+        p50_ms=percentile(lat, 50),
+        p95_ms=percentile(lat, 95),
+        p99_ms=percentile(lat, 99),
+    )
+
+
+def bench_server(
+    name: str, url: str, pid: int, images: list[tuple[str, bytes]], args: argparse.Namespace
+) -> ServerResult:
+    result = ServerResult(name)
+    for c in args.concurrency:
+        n = args.requests if c == 1 else args.requests * 2
+        cpu_before = cpu_seconds(pid)
+        phase = asyncio.run(drive(url, images, c, n, args.max_seconds))
+        # Includes the 10 warm-up requests of the phase.
+        phase.cpu_ms_per_request = (cpu_seconds(pid) - cpu_before) * 1000 / (phase.requests + min(10, n))
+        result.phases[c] = phase
+        print(
+            f"  {name:<28} c={c:<3} {phase.requests:>5} req in {phase.seconds:5.1f}s  {phase.rps:7.1f} req/s  "
+            f"p50 {phase.p50_ms:6.1f}  p95 {phase.p95_ms:6.1f}  p99 {phase.p99_ms:6.1f} ms  "
+            f"server CPU {phase.cpu_ms_per_request:5.1f} ms/req" + (f"  ERRORS {phase.errors}" if phase.errors else ""),
+            flush=True,
+        )
+    return result
+
+
+def load_images(folder: Path) -> list[tuple[str, bytes]]:
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise SystemExit(f"no images in {folder}")
+    return [(p.name, p.read_bytes()) for p in files]
+
+
+def cli_command() -> list[str]:
+    script = Path(sys.executable).with_name("catsdogs")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "catsdogs"]
+
+
+def print_table(ours: ServerResult, base: ServerResult | None, conc: list[int]) -> None:
+    rows = [ours] + ([base] if base else [])
+    header = f"| {'server':<34} | p50 ms c=1 | p95 ms c=1 | p99 ms c=1 | CPU ms/req |" + "".join(
+        f" req/s c={c:<3}|" for c in conc if c != 1
+    )
+    print("\n" + header)
+    print("|" + "|".join("-" * (len(col)) for col in header.split("|")[1:-1]) + "|")
+    for r in rows:
+        one = r.phases.get(1)
+        cells = [f" {one.p50_ms:10.1f} ", f" {one.p95_ms:10.1f} ", f" {one.p99_ms:10.1f} "] if one else [" " * 12] * 3
+        cells.append(f" {one.cpu_ms_per_request:10.1f} " if one else " " * 12)
+        cells += [f" {r.phases[c].rps:10.1f} " for c in conc if c != 1]
+        print(f"| {r.name:<34} |" + "|".join(cells) + "|")
+    if base:
+        cells = []
+        if 1 in ours.phases:
+            for attr in ("p50_ms", "p95_ms", "p99_ms", "cpu_ms_per_request"):
+                cells.append(f" {getattr(base.phases[1], attr) / getattr(ours.phases[1], attr):9.1f}x ")
+        cells += [f" {ours.phases[c].rps / base.phases[c].rps:9.1f}x " for c in conc if c != 1]
+        print(f"| {'speed-up':<34} |" + "|".join(cells) + "|")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=MODELS_DIR, help="bundle directory (default: models/)")
+    parser.add_argument("--images", type=Path, default=SHARED_DATA_DIR / "uploads", help="folder of upload images")
+    parser.add_argument("--requests", type=int, default=200, help="requests at c=1 (twice that at c>1)")
+    parser.add_argument("--max-seconds", type=float, default=30.0, help="time cap per phase")
+    parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32])
+    parser.add_argument("--backend", default="auto", help="auto | onnx | onnx-int8")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=0, help="CATSDOGS_INFERENCE_THREADS (0: CPU quota)")
+    parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument(
+        "--baseline-threads",
+        type=int,
+        default=0,
+        help="torch threads of the baseline (0: torch's default, as the seed)",
+    )
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+
+    images = load_images(args.images)
+    model = args.model.resolve()
+    meta = json.loads((model / "model.json").read_text())
+    print(
+        f"model {meta.get('version')} ({meta.get('architecture')}, {meta['preprocess']['image_size']}px), "
+        f"{len(images)} images from {args.images}, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}",
+        flush=True,
+    )
+    env = {**os.environ, "CATSDOGS_LOG_LEVEL": "WARNING", "CATSDOGS_INFERENCE_THREADS": str(args.threads)}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [*cli_command(), "serve", "--host", "127.0.0.1", "--port", str(port), "--model", str(model)]
+    cmd += ["--workers", str(args.workers), "--backend", args.backend]
+    with running(cmd, url, "/ready", env) as proc:
+        info = httpx.get(url + "/model").json()
+        ours = bench_server(f"catsdogs ({info['backend']}, {info['threads']} thr)", url, proc.pid, images, args)
+
+    base = None
+    if not args.skip_baseline:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        cmd = [sys.executable, str(Path(__file__).with_name("baseline_server.py")), "--model", str(model)]
+        cmd += ["--torch-threads", str(args.baseline_threads)]
+        with running([*cmd, "--port", str(port)], url, "/health", env) as proc:
+            health = httpx.get(url + "/health").json()
+            random_weights = ", random weights" if health["weights"] == "random weights" else ""
+            label = f"baseline (torch fp32, {health['torch_threads']} thr{random_weights})"
+            base = bench_server(label, url, proc.pid, images, args)
+
+    print_table(ours, base, args.concurrency)
+    one, eight = ours.phases.get(1), ours.phases.get(8)
+    if one:
+        print(f"\ntarget p50 <= 8 ms at c=1: {one.p50_ms:.1f} ms -> {'MET' if one.p50_ms <= 8 else 'NOT MET'}")
+    if base and eight and 8 in base.phases:
+        ratio = eight.rps / base.phases[8].rps
+        print(f"target >= 4x baseline req/s at c=8: {ratio:.1f}x -> {'MET' if ratio >= 4 else 'NOT MET'}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        out = {r.name: {c: {**asdict(p), "rps": p.rps} for c, p in r.phases.items()} for r in [ours, base] if r}
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
+        print(f"results written to {args.json}")
+
+
+if __name__ == "__main__":
+    main()

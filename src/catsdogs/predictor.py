@@ -1,0 +1,339 @@
+"""Inference on an exported model bundle with onnxruntime: the one class behind the API and `catsdogs predict`.
+
+A bundle is a directory with ``model.json`` (metadata + preprocessing), ``model.onnx`` and optionally
+``model.int8.onnx``. ``Predictor.load`` also accepts an MLflow registry URI (``models:/catsdogs@champion``);
+mlflow is imported only then, because the serving image does not ship it.
+
+Threading: one ``InferenceSession`` per predictor. ``session.run`` releases the GIL and is thread-safe,
+so callers may use a predictor from several threads; the intra-op pool is sized from the cgroup CPU
+quota (not the host's core count, which a container does not own) and does not spin when idle.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import onnxruntime as ort
+
+from catsdogs.transforms import (
+    DEFAULT_MAX_PIXELS,
+    InvalidImageError,
+    PreprocessConfig,
+    create_transform,
+    load_image,
+)
+
+log = logging.getLogger(__name__)
+
+Backend = Literal["auto", "onnx", "onnx-int8"]
+BACKENDS: tuple[str, ...] = ("auto", "onnx", "onnx-int8")
+_BACKEND_FILE_KEY = {"onnx": "onnx", "onnx-int8": "onnx_int8"}
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+class ModelLoadError(RuntimeError):
+    """The model (bundle directory or registry URI) cannot be loaded; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """One classified image. ``inference_time_ms`` is the model run that produced it (shared by a batch)."""
+
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+    inference_time_ms: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prediction": self.label,
+            "probability": self.confidence,
+            "confidence": self.confidence,
+            "probabilities": self.probabilities,
+            "inference_time_ms": self.inference_time_ms,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionError:
+    """An input that could not be classified. ``reason`` is a short code (also the metric label)."""
+
+    reason: str
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": {"code": self.reason, "message": self.message}}
+
+
+PredictionResult = Prediction | PredictionError
+
+
+# --- CPU quota --------------------------------------------------------------------------------------------
+def cgroup_cpu_limit(root: Path = CGROUP_ROOT) -> float | None:
+    """CPUs granted by the cgroup quota (v2 ``cpu.max`` or v1 CFS quota), or None when unlimited/unknown."""
+    try:
+        quota_s, period_s = (root / "cpu.max").read_text().split()[:2]
+        if quota_s == "max":
+            return None
+        return int(quota_s) / int(period_s)
+    except (OSError, ValueError):
+        pass
+    for v1 in (root / "cpu", root / "cpu,cpuacct", root):
+        try:
+            quota = int((v1 / "cpu.cfs_quota_us").read_text())
+            period = int((v1 / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            continue
+        return quota / period if quota > 0 and period > 0 else None
+    return None
+
+
+def available_cpus(root: Path = CGROUP_ROOT) -> int:
+    """CPUs this process may really use: the cgroup quota (rounded down, at least 1), else the affinity mask."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    limit = cgroup_cpu_limit(root)
+    if limit is not None:
+        # Rounding down: 1.5 CPUs run 1 busy thread without throttling, 2 threads get throttled.
+        cpus = min(cpus, max(1, math.floor(limit)))
+    return max(1, cpus)
+
+
+# --- bundle loading -----------------------------------------------------------------------------------------
+def read_bundle_meta(bundle_dir: Path) -> dict[str, Any]:
+    meta_path = bundle_dir / "model.json"
+    if not bundle_dir.is_dir():
+        raise ModelLoadError(f"model bundle {bundle_dir} does not exist (expected a directory with model.json)")
+    if not meta_path.is_file():
+        raise ModelLoadError(f"{meta_path} is missing: {bundle_dir} is not a model bundle (run `catsdogs export`)")
+    try:
+        meta = json.loads(meta_path.read_text())
+        PreprocessConfig.from_dict(meta["preprocess"])
+        meta["files"]["onnx"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelLoadError(f"{meta_path} is not a valid bundle description: {exc!r}") from exc
+    return meta
+
+
+def resolve_model_uri(model: str | Path) -> Path:
+    """A bundle directory for ``model``: a local path, or ``models:/name@alias`` / ``models:/name/version``."""
+    text = str(model)
+    if not text.startswith("models:/"):
+        return Path(text).expanduser().resolve()
+    try:
+        import mlflow
+    except ImportError as exc:
+        raise ModelLoadError(
+            f"{text} is an MLflow registry URI but mlflow is not installed in this environment "
+            "(the serving image has no mlflow): pass a bundle directory instead, or install the train extra"
+        ) from exc
+    from catsdogs.paths import MLFLOW_DB
+
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        mlflow.set_tracking_uri(f"sqlite:///{MLFLOW_DB}")
+    ref = text.removeprefix("models:/")
+    try:
+        client = mlflow.MlflowClient()
+        if "@" in ref:
+            name, alias = ref.split("@", 1)
+            version = client.get_model_version_by_alias(name, alias)
+        else:
+            name, _, number = ref.partition("/")
+            version = client.get_model_version(name, number)
+        path = mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="bundle")
+    except Exception as exc:  # mlflow raises many types (MlflowException, OSError, sqlalchemy errors)
+        raise ModelLoadError(f"cannot resolve {text} in the MLflow registry: {exc}") from exc
+    log.info("resolved %s to run %s (version %s)", text, version.run_id, version.version)
+    return Path(path)
+
+
+def session_options(threads: int) -> ort.SessionOptions:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Spinning threads burn the CPU between requests, which steals it from other workers/pods.
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    # Denormals make CPU convolutions 10-100x slower and change nothing in the probabilities.
+    so.add_session_config_entry("session.set_denormal_as_zero", "1")
+    so.log_severity_level = 3
+    return so
+
+
+@dataclass
+class Predictor:
+    """A loaded, ready-to-run model bundle. Build it with ``Predictor.load``."""
+
+    bundle_dir: Path
+    meta: dict[str, Any]
+    backend: str
+    threads: int
+    session: ort.InferenceSession
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
+    source: str = ""
+    loaded_at: float = field(default_factory=time.time)
+    warmed: bool = False
+
+    def __post_init__(self) -> None:
+        self.cfg = PreprocessConfig.from_dict(self.meta["preprocess"])
+        self.transform = create_transform(self.cfg)
+        self.class_names: tuple[str, ...] = self.cfg.class_names
+        self.image_size = self.cfg.image_size
+        self._input_name = self.session.get_inputs()[0].name
+        self._output_name = self.session.get_outputs()[0].name
+
+    @classmethod
+    def load(
+        cls,
+        model: str | Path,
+        *,
+        backend: str = "auto",
+        threads: int = 0,
+        max_image_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> Predictor:
+        """Load a bundle directory or registry URI. Raises ``ModelLoadError`` naming the problem."""
+        if backend not in BACKENDS:
+            raise ModelLoadError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        bundle_dir = resolve_model_uri(model)
+        meta = read_bundle_meta(bundle_dir)
+        chosen = backend
+        if chosen == "auto":
+            chosen = str(meta.get("default_backend") or "onnx")
+            if chosen not in _BACKEND_FILE_KEY:
+                raise ModelLoadError(f"model.json default_backend {chosen!r} is not one of onnx, onnx-int8")
+            if not meta["files"].get(_BACKEND_FILE_KEY[chosen]):
+                log.warning("bundle default backend %s has no model file; using fp32 onnx", chosen)
+                chosen = "onnx"
+        filename = meta["files"].get(_BACKEND_FILE_KEY[chosen])
+        if not filename:
+            raise ModelLoadError(f"backend {chosen} requested but the bundle {bundle_dir} has no such model file")
+        model_file = bundle_dir / filename
+        if not model_file.is_file():
+            raise ModelLoadError(f"{model_file} is missing from the bundle")
+        n_threads = threads if threads > 0 else available_cpus()
+        try:
+            session = ort.InferenceSession(
+                str(model_file), sess_options=session_options(n_threads), providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+            raise ModelLoadError(f"onnxruntime cannot load {model_file}: {exc}") from exc
+        log.info("loaded %s (%s, version %s, %d threads)", model_file, chosen, meta.get("version"), n_threads)
+        return cls(
+            bundle_dir=bundle_dir,
+            meta=meta,
+            backend=chosen,
+            threads=n_threads,
+            session=session,
+            max_image_pixels=max_image_pixels,
+            source=str(model) if str(model).startswith("models:/") else str(bundle_dir),
+        )
+
+    # --- properties -------------------------------------------------------------------------------------
+    @property
+    def version(self) -> str:
+        return str(self.meta.get("version", "unknown"))
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("name", "catsdogs"))
+
+    def info(self) -> dict[str, Any]:
+        """Everything a client may want to know about the loaded model (the /model endpoint)."""
+        keep = (
+            "name",
+            "version",
+            "architecture",
+            "parameters",
+            "metrics",
+            "default_backend",
+            "trained_at",
+            "git_commit",
+            "mlflow_run_id",
+            "registered_version",
+        )
+        out: dict[str, Any] = {k: self.meta.get(k) for k in keep}
+        out.update(
+            backend=self.backend,
+            class_names=list(self.class_names),
+            preprocess=self.cfg.to_dict(),
+            source=self.source,
+            threads=self.threads,
+            loaded_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at)),
+        )
+        return out
+
+    # --- inference ----------------------------------------------------------------------------------------
+    def preprocess(self, data: bytes) -> np.ndarray:
+        """Raw file bytes -> float32 (3, S, S) model input. Raises ``InvalidImageError``."""
+        img = load_image(data, target_size=self.image_size, max_pixels=self.max_image_pixels)
+        return self.transform(img)
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, float]:
+        """float32 (N, 3, S, S) -> (softmax probabilities (N, C), model time in ms)."""
+        start = time.perf_counter()
+        (logits,) = self.session.run([self._output_name], {self._input_name: batch})
+        elapsed_ms = (time.perf_counter() - start) * 1000.0
+        logits = logits.astype(np.float64, copy=False)
+        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return exp / exp.sum(axis=1, keepdims=True), elapsed_ms
+
+    def predict_bytes(self, images: Sequence[bytes]) -> list[PredictionResult]:
+        """Classify encoded images with ONE model run for all the valid ones; bad ones get their own error."""
+        results: list[PredictionResult | None] = [None] * len(images)
+        arrays: list[np.ndarray] = []
+        index: list[int] = []
+        for i, data in enumerate(images):
+            try:
+                arrays.append(self.preprocess(data))
+                index.append(i)
+            except InvalidImageError as exc:
+                results[i] = PredictionError(exc.reason, exc.message)
+        if arrays:
+            # One image: a view, no copy.
+            batch = arrays[0][np.newaxis] if len(arrays) == 1 else np.stack(arrays)
+            probs, elapsed_ms = self.run(batch)
+            for row, i in zip(probs, index, strict=True):
+                best = int(row.argmax())
+                results[i] = Prediction(
+                    label=self.class_names[best],
+                    confidence=round(float(row[best]), 6),
+                    probabilities={c: round(float(p), 6) for c, p in zip(self.class_names, row, strict=True)},
+                    inference_time_ms=round(elapsed_ms, 3),
+                )
+        return [r for r in results if r is not None]
+
+    def warmup(self, batch_sizes: Sequence[int] = (1,)) -> float:
+        """Run the model once per batch size so the first real request does not pay for allocations."""
+        start = time.perf_counter()
+        s = self.image_size
+        for n in batch_sizes:
+            self.run(np.zeros((n, 3, s, s), dtype=np.float32))
+        self.warmed = True
+        return (time.perf_counter() - start) * 1000.0
+
+
+__all__ = [
+    "BACKENDS",
+    "ModelLoadError",
+    "Prediction",
+    "PredictionError",
+    "PredictionResult",
+    "Predictor",
+    "available_cpus",
+    "cgroup_cpu_limit",
+    "read_bundle_meta",
+    "resolve_model_uri",
+]

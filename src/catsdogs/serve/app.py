@@ -1,0 +1,112 @@
+"""The FastAPI application factory. Nothing is loaded at import: ``create_app`` builds, the lifespan loads.
+
+Run it with ``catsdogs serve`` (or ``uvicorn --factory catsdogs.serve.app:create_app``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from starlette.routing import Route
+from starlette.staticfiles import StaticFiles
+
+from catsdogs import __version__
+from catsdogs.predictor import available_cpus
+from catsdogs.serve.errors import install_error_handlers
+from catsdogs.serve.logging import configure_logging
+from catsdogs.serve.metrics import Metrics
+from catsdogs.serve.middleware import BodyLimitMiddleware, RequestContextMiddleware, RouteTemplates
+from catsdogs.serve.routes import admin, health, info, metrics, predict
+from catsdogs.serve.settings import Settings
+from catsdogs.serve.state import ServiceState
+
+log = logging.getLogger("catsdogs.serve")
+
+DESCRIPTION = """
+Classifies pet photos as **cat** or **dog** with an ONNX model (onnxruntime, CPU).
+
+* `POST /predict` with multipart field `file`; `POST /predict/batch` with repeated field `files`.
+* Errors are always `{"detail": {"code": "...", "message": "..."}}`: 400 bad image, 413 too large,
+  415 not an image type, 422 missing field, 503 model not ready.
+* Every response carries `X-Request-ID` (yours, echoed, or a generated one).
+"""
+
+
+class OptionalStaticFiles(StaticFiles):
+    """StaticFiles that answers 404 (not 500) while the web page's directory does not exist yet."""
+
+    async def check_config(self) -> None:
+        if self.directory is not None and not Path(self.directory).is_dir():
+            return
+        await super().check_config()
+
+
+def inference_concurrency(threads: int) -> int:
+    """How many requests may decode + run at once: enough to keep every CPU busy, no more.
+
+    One more than the CPUs can run side by side, so an image is decoded while the model runs another.
+    """
+    return max(1, available_cpus() // max(1, threads)) + 1
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state: ServiceState = app.state.service
+    settings = state.settings
+    configure_logging(settings.log_format, settings.log_level)
+    threads = settings.inference_threads or available_cpus()
+    state.limiter = anyio.CapacityLimiter(inference_concurrency(threads))
+    state.reload_lock = asyncio.Lock()
+    log.info(
+        "starting",
+        extra={"model_path": settings.model_path, "backend": settings.backend, "threads": threads},
+    )
+    # Load in the background: /health answers at once, /ready says 503 until the model is loaded and warm.
+    loader = asyncio.create_task(state.load_initial())
+    try:
+        yield
+    finally:
+        loader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loader
+        state.metrics.mark_this_worker_dead()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; the model is loaded by the lifespan when the server starts, never here."""
+    settings = settings or Settings()
+    app = FastAPI(
+        title="Cats vs Dogs API",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.service = ServiceState(settings=settings, metrics=Metrics())
+
+    install_error_handlers(app)
+    routers = [module.router for module in (info, health, predict, admin, metrics)]
+    for router in routers:
+        app.include_router(router)
+    app.mount("/static", OptionalStaticFiles(directory=info.STATIC_DIR, check_dir=False), name="static")
+    templates = [r.path for router in routers for r in router.routes if isinstance(r, APIRoute)]
+    templates += [r.path for r in app.router.routes if isinstance(r, Route)]  # /docs, /openapi.json, ...
+
+    per_file = f"images of at most {settings.max_upload_bytes:,} bytes are accepted"
+
+    def body_limit(path: str) -> tuple[int, str]:
+        if path == "/predict/batch":
+            return settings.batch_body_limit, f"at most {settings.max_batch_files} {per_file}"
+        return settings.body_limit, per_file
+
+    # Added last = outermost: the request context sees (and logs) the body limit's 413s.
+    app.add_middleware(BodyLimitMiddleware, limit_for=body_limit)
+    route_templates = RouteTemplates(templates, mounts=["/static"])
+    app.add_middleware(RequestContextMiddleware, metrics=app.state.service.metrics, routes=route_templates)
+    return app

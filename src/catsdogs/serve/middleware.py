@@ -1,0 +1,154 @@
+"""Pure ASGI middleware (cheaper than BaseHTTPMiddleware, and it can see the raw body stream).
+
+``RequestContextMiddleware`` (outermost): request id, access log, HTTP metrics.
+``BodyLimitMiddleware``: refuses oversized bodies while streaming, before they are in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from fastapi.routing import APIRoute
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.responses import JSONResponse
+from starlette.routing import compile_path
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from catsdogs.serve.errors import APIError, error_body
+from catsdogs.serve.logging import request_id_var
+from catsdogs.serve.metrics import Metrics
+
+access_log = logging.getLogger("catsdogs.access")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+UNMATCHED_ROUTE = "<unmatched>"
+
+
+class RouteTemplates:
+    """Maps a request to its route template ("/predict", "/static"), never the raw path: labels stay bounded.
+
+    Routed requests carry their route in the scope; this also names requests refused before routing
+    (413 on Content-Length) and mounted apps.
+    """
+
+    def __init__(self, templates: list[str], mounts: list[str]):
+        self._patterns = [(compile_path(t)[0], t) for t in templates]
+        self._patterns += [(compile_path(m.rstrip("/") + "/{path:path}")[0], m) for m in mounts]
+
+    def __call__(self, scope: Scope) -> str:
+        route = scope.get("route")
+        if isinstance(route, APIRoute):
+            return route.path
+        path = scope["path"]
+        for regex, template in self._patterns:
+            if regex.match(path):
+                return template
+        return UNMATCHED_ROUTE
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, metrics: Metrics, routes: RouteTemplates):
+        self.app = app
+        self.metrics = metrics
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = Headers(scope=scope).get("x-request-id", "")
+        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        state: dict[str, Any] = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        token = request_id_var.set(request_id)
+        status = 500
+        start = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message)["X-Request-ID"] = request_id
+            await send(message)
+
+        self.metrics.in_progress.inc()
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            self.metrics.in_progress.dec()
+            elapsed = time.perf_counter() - start
+            method = scope["method"]
+            route = self.routes(scope)
+            m = self.metrics
+            m.http_requests.labels(method, route, str(status)).inc()
+            m.http_duration.labels(method, route).observe(elapsed)
+            error_code = state.get("error_code")
+            if error_code and status >= 400 and route.startswith("/predict"):
+                m.prediction_errors.labels(error_code).inc()
+            fields: dict[str, Any] = {
+                "request_id": request_id,
+                "method": method,
+                "route": route,
+                "path": scope["path"],
+                "status": status,
+                "latency_ms": round(elapsed * 1000.0, 2),
+            }
+            if client := scope.get("client"):
+                fields["client"] = client[0]
+            if error_code:
+                fields["error"] = error_code
+            fields.update(state.get("log_fields", {}))
+            access_log.info("request", extra=fields)
+            request_id_var.reset(token)
+
+
+class BodyLimitMiddleware:
+    """413 for bodies above the route's limit: at once on Content-Length, else as soon as the count passes it.
+
+    The app never sees a body that declares too much, and a chunked upload is cut off after ``limit``
+    bytes, so a 60 MB upload costs at most the limit in memory, never the whole upload.
+    """
+
+    def __init__(self, app: ASGIApp, limit_for: Callable[[str], tuple[int, str]]):
+        self.app = app
+        self.limit_for = limit_for  # path -> (body limit in bytes, what is allowed, for the message)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        limit, allowed = self.limit_for(scope["path"])
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            scope.setdefault("state", {})["error_code"] = "too_large"
+            response = JSONResponse(
+                error_body("too_large", too_large_message(int(declared), allowed)),
+                status_code=413,
+                headers={"Connection": "close"},  # do not read (or wait for) the rest of the body
+            )
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    # An HTTPException passes through FastAPI's body parsing to our error handler.
+                    raise APIError(413, "too_large", too_large_message(None, allowed), headers={"Connection": "close"})
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+def too_large_message(size: int | None, allowed: str) -> str:
+    got = f" ({size:,} bytes)" if size is not None else ""
+    return f"the upload is too large{got}: {allowed}"

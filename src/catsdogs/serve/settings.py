@@ -1,0 +1,45 @@
+"""Service configuration: one pydantic-settings class, environment variables prefixed ``CATSDOGS_``."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from catsdogs.paths import MODELS_DIR
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Every knob of the inference service (``CATSDOGS_MODEL_PATH``, ``CATSDOGS_PORT``, ...)."""
+
+    model_config = SettingsConfigDict(env_prefix="CATSDOGS_", extra="ignore", protected_namespaces=())
+
+    model_path: str = Field(str(MODELS_DIR), description="Bundle directory or MLflow URI models:/name@alias.")
+    backend: Literal["auto", "onnx", "onnx-int8"] = Field("auto", description="auto = the bundle's default_backend.")
+    host: str = "0.0.0.0"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    inference_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0 = the cgroup CPU quota.")
+    max_upload_bytes: int = Field(10 * MiB, gt=0, description="Largest accepted image file (bytes).")
+    max_batch_files: int = Field(16, ge=1, le=256)
+    max_image_pixels: int = Field(40_000_000, gt=0, description="Decoded width x height above which a file is refused.")
+    log_format: Literal["json", "text"] = "json"
+    log_level: str = Field("INFO", pattern=r"(?i)^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
+    admin_token: SecretStr | None = Field(None, description="Bearer token of POST /admin/reload; unset = disabled.")
+
+    @property
+    def admin_enabled(self) -> bool:
+        return self.admin_token is not None and bool(self.admin_token.get_secret_value())
+
+    @property
+    def batch_body_limit(self) -> int:
+        """Request-body limit of /predict/batch: every file at its maximum, plus multipart overhead."""
+        return self.max_batch_files * self.max_upload_bytes + 64 * 1024
+
+    @property
+    def body_limit(self) -> int:
+        """Request-body limit of every other route: one file plus the multipart boundary and headers."""
+        return self.max_upload_bytes + 64 * 1024

@@ -1,0 +1,75 @@
+"""The service's runtime state: the current predictor (swapped atomically on reload), readiness, limiter."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import anyio
+
+from catsdogs.predictor import PredictionResult, Predictor
+from catsdogs.serve.metrics import Metrics
+from catsdogs.serve.settings import Settings
+
+log = logging.getLogger("catsdogs.serve")
+
+Status = Literal["loading", "warming", "ready", "failed"]
+
+
+@dataclass
+class ServiceState:
+    settings: Settings
+    metrics: Metrics
+    predictor: Predictor | None = None
+    status: Status = "loading"
+    reason: str = "the model is loading"
+    limiter: anyio.CapacityLimiter | None = None
+    reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # replaced in the lifespan's event loop
+
+    @property
+    def ready(self) -> bool:
+        return self.status == "ready" and self.predictor is not None
+
+    def _load(self, model_path: str) -> Predictor:
+        """Blocking: load and warm a predictor (runs in a worker thread)."""
+        s = self.settings
+        predictor = Predictor.load(
+            model_path, backend=s.backend, threads=s.inference_threads, max_image_pixels=s.max_image_pixels
+        )
+        if self.predictor is None:  # first load: /ready tells the loading and warming phases apart
+            self.status, self.reason = "warming", "the model is warming up"
+        predictor.warmup(batch_sizes=(1, s.max_batch_files))
+        return predictor
+
+    async def load(self, model_path: str | None = None) -> tuple[Predictor, float]:
+        """Load + warm a predictor off the event loop, then swap it in. Requests in flight keep the old one."""
+        start = time.perf_counter()
+        try:
+            predictor = await anyio.to_thread.run_sync(self._load, model_path or self.settings.model_path)
+        except Exception as exc:
+            if self.predictor is None:  # nothing to fall back on
+                self.status, self.reason = "failed", f"the model failed to load: {exc}"
+            raise
+        # The swap is a single reference assignment: a request holds whichever predictor it started with.
+        self.predictor = predictor
+        self.status, self.reason = "ready", ""
+        self.metrics.set_model(predictor.version, predictor.backend)
+        return predictor, (time.perf_counter() - start) * 1000.0
+
+    async def load_initial(self) -> None:
+        try:
+            predictor, ms = await self.load()
+        except Exception as exc:  # any load failure must surface in /ready and /health, not kill the loop
+            log.error("model load failed: %s", exc, exc_info=not isinstance(exc, ValueError | RuntimeError))
+            return
+        log.info(
+            "model ready",
+            extra={"model_version": predictor.version, "backend": predictor.backend, "load_time_ms": round(ms, 1)},
+        )
+
+    async def infer(self, predictor: Predictor, images: list[bytes]) -> list[PredictionResult]:
+        """Decode + one model run in a worker thread; the limiter bounds how many run at once."""
+        return await anyio.to_thread.run_sync(predictor.predict_bytes, images, limiter=self.limiter)

@@ -1,0 +1,60 @@
+"""MLflow wiring: one place decides where runs, artifacts and registered models live.
+
+Default: a SQLite store in the project (no server needed) with artifacts under
+``mlartifacts/``; ``MLFLOW_TRACKING_URI`` points everything at a server instead.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from catsdogs.paths import MLFLOW_DB, PROJECT_ROOT
+
+EXPERIMENT = "catsdogs"
+REGISTERED_MODEL = "catsdogs"
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{MLFLOW_DB}"
+
+
+def setup_mlflow(experiment: str = EXPERIMENT) -> Any:
+    """Point MLflow at the configured store and return the experiment (created if needed)."""
+    import mlflow
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    exp = mlflow.get_experiment_by_name(experiment)
+    if exp is None:
+        location = os.environ.get("MLFLOW_ARTIFACT_ROOT")
+        if location is None and uri.startswith("sqlite:///"):
+            # Without this, MLflow puts artifacts under the *current directory*.
+            location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
+        mlflow.create_experiment(experiment, artifact_location=location)
+    return mlflow.set_experiment(experiment)
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10, check=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def set_alias(version: str | int, alias: str, name: str = REGISTERED_MODEL) -> None:
+    import mlflow
+
+    mlflow.MlflowClient().set_registered_model_alias(name, alias, str(version))

@@ -1,0 +1,197 @@
+"""Helpers of the API tests (imported by conftest.py and the test modules).
+
+The tiny bundle's model is ``logits = [k*r, -k*r]`` with ``r`` the mean normalised red channel, so
+a red image is a confident "cat" and a blue one a confident "dog": tests can check which pixels the
+model saw (first GIF frame, EXIF rotation, batch order) without depending on a trained model.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from catsdogs.transforms import PreprocessConfig, create_transform
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+IMAGE_SIZE = 32
+RED = (220, 30, 30)
+BLUE = (30, 30, 220)
+
+
+def write_tiny_bundle(
+    path: Path, *, version: str = "1.0.0-test", default_backend: str = "onnx", int8: bool = True
+) -> Path:
+    """A valid bundle (same contract as the shipped one) around a 6-weight ONNX model."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    path.mkdir(parents=True, exist_ok=True)
+    k = 4.0
+    weights = helper.make_tensor("W", TensorProto.FLOAT, [3, 2], [k, -k, 0, 0, 0, 0])
+    bias = helper.make_tensor("B", TensorProto.FLOAT, [2], [0.0, 0.0])
+    graph = helper.make_graph(
+        [
+            helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
+            helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
+            helper.make_node("Gemm", ["flat", "W", "B"], ["logits"]),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, IMAGE_SIZE, IMAGE_SIZE])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])],
+        initializer=[weights, bias],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+    onnx.checker.check_model(model)
+    onnx.save(model, path / "model.onnx")
+    if int8:  # same graph under the INT8 file name: the tests check which file is chosen, not quantisation
+        onnx.save(model, path / "model.int8.onnx")
+    meta = {
+        "name": "catsdogs",
+        "version": version,
+        "architecture": "tiny_test",
+        "parameters": 8,
+        "preprocess": PreprocessConfig(image_size=IMAGE_SIZE).to_dict(),
+        "metrics": {"accuracy": 0.5, "precision": 0.5, "recall": 0.5, "f1": 0.5, "roc_auc": 0.5},
+        "files": {"onnx": "model.onnx", "onnx_int8": "model.int8.onnx" if int8 else None},
+        "default_backend": default_backend,
+        "trained_at": "2025-01-01T00:00:00Z",
+        "git_commit": "0" * 40,
+        "mlflow_run_id": None,
+        "registered_version": None,
+    }
+    (path / "model.json").write_text(json.dumps(meta, indent=2))
+    (path / "MODEL_CARD.md").write_text("# tiny test model\n")
+    return path
+
+
+def wait_ready(client: TestClient | httpx.Client, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if client.get("/ready").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.02)
+    raise AssertionError(f"service not ready after {timeout}s")
+
+
+# --- images ---------------------------------------------------------------------------------------------
+def encode(img: Image.Image, fmt: str, **kwargs: Any) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kwargs)
+    return buf.getvalue()
+
+
+def solid(color: tuple[int, int, int], size: tuple[int, int] = (64, 48)) -> Image.Image:
+    return Image.new("RGB", size, color)
+
+
+def png_bomb(width: int = 30_000, height: int = 30_000) -> bytes:
+    """A ~70-byte PNG whose header declares ``width`` x ``height`` pixels."""
+    small = encode(Image.new("L", (8, 8)), "PNG")
+    ihdr = 8  # after the signature: length(4) b"IHDR"(4) data(13) crc(4)
+    data = bytearray(small[ihdr + 8 : ihdr + 8 + 13])
+    data[0:8] = struct.pack(">II", width, height)
+    chunk = b"IHDR" + bytes(data)
+    return small[: ihdr + 4] + chunk + struct.pack(">I", zlib.crc32(chunk)) + small[ihdr + 4 + 4 + 13 + 4 :]
+
+
+def model_input_of(image: Image.Image) -> np.ndarray:
+    """What the tiny model must receive for ``image`` (upright RGB), via the serving preprocessing."""
+    return create_transform(PreprocessConfig(image_size=IMAGE_SIZE))(image)
+
+
+# --- real servers (slow tests) ----------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """``catsdogs serve`` in a subprocess on 127.0.0.1; its output (JSON logs) goes to a file."""
+
+    def __init__(self, tmp: Path, bundle: Path, workers: int = 1, env: dict[str, str] | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = tmp / f"server-{self.port}.log"
+        cli = shutil.which("catsdogs", path=str(Path(sys.executable).parent)) or "catsdogs"
+        full_env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        full_env.update({"CATSDOGS_LOG_FORMAT": "json", **(env or {})})
+        self._log = self.log_path.open("wb")
+        args = ["serve", "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers)]
+        self.proc = subprocess.Popen(
+            [cli, *args, "--model", str(bundle)], stdout=self._log, stderr=subprocess.STDOUT, env=full_env
+        )
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        with httpx.Client(base_url=self.url, timeout=5) as c:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.logs()}")
+                try:
+                    if c.get("/ready").status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.1)
+        raise AssertionError(f"server not ready after {timeout}s:\n{self.logs()}")
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def log_records(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.logs().splitlines() if line.startswith("{")]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+class RunSpy:
+    """Wraps an InferenceSession to see every model run (the C++ session cannot be patched).
+
+    ``gate``: when set, each run waits for it, to hold a request "in flight" inside the model.
+    """
+
+    def __init__(self, session: Any, gate: Any = None):
+        self.session = session
+        self.gate = gate
+        self.batches: list[np.ndarray] = []
+        self.threads: list[str] = []
+        self.started = threading.Event()
+
+    def run(self, outputs: Any, feeds: dict[str, np.ndarray]) -> Any:
+        self.batches.append(next(iter(feeds.values())).copy())
+        self.threads.append(threading.current_thread().name)
+        self.started.set()
+        if self.gate is not None:
+            assert self.gate.wait(timeout=30), "test gate never opened"
+        return self.session.run(outputs, feeds)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.session, name)

@@ -1,0 +1,46 @@
+"""params.yaml: typed, validated on load, CLI overrides."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from catsdogs.config import load_params
+from catsdogs.paths import PARAMS_FILE, PROJECT_ROOT
+
+
+def test_project_params_load_and_resolve_paths():
+    p = load_params()
+    assert p.base_dir == PARAMS_FILE.parent
+    assert p.path(p.data.prepared_dir) == PROJECT_ROOT / "data" / "prepared"
+    assert p.model.name in ("resnet_small", "simple_cnn")
+    assert 0 < p.gate.min_accuracy <= 1
+
+
+def test_overrides_apply_and_none_keeps_value():
+    p = load_params(overrides={"train.epochs": 3, "train.lr": None, "model.image_size": 96})
+    assert p.train.epochs == 3 and p.model.image_size == 96
+    assert p.train.lr == load_params().train.lr
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("train: {epochs: 0}", "epochs"),
+        ("train: {bf16: maybe}", "bf16"),
+        ("data: {val_fraction: 0.3, test_fraction: 0.3}", "below 0.5"),
+        ("model: {unknown_key: 1}", "unknown_key"),
+    ],
+)
+def test_invalid_params_are_rejected_with_the_field_named(tmp_path, yaml_text, message):
+    f = tmp_path / "params.yaml"
+    f.write_text(yaml_text)
+    with pytest.raises(ValidationError, match=message):
+        load_params(f)
+
+
+def test_relative_paths_are_relative_to_the_params_file(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text("data: {prepared_dir: out/prepared}")
+    p = load_params(f)
+    assert p.path(p.data.prepared_dir) == tmp_path / "out" / "prepared"

@@ -1,0 +1,57 @@
+"""Model factory, shapes and the seed's parameter count."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from catsdogs.model import MODELS, SimpleCNN, count_parameters, create_model
+
+
+def test_simple_cnn_matches_the_seed():
+    model = create_model("simple_cnn")
+    assert isinstance(model, SimpleCNN)
+    assert count_parameters(model) == 422_530
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [
+        (3, 32, (3, 3)),
+        (32, 64, (3, 3)),
+        (64, 128, (3, 3)),
+        (128, 256, (3, 3)),
+    ]
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == 4
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in model.modules()) == 4
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(lin.in_features, lin.out_features) for lin in linears] == [(256, 128), (128, 2)]
+    assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.5 for m in model.modules())
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("size", [64, 128, 224])
+def test_output_shape(name, size):
+    model = create_model(name).eval()
+    with torch.no_grad():
+        out = model(torch.randn(3, 3, size, size))
+    assert out.shape == (3, 2)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_one_step_reduces_loss_on_a_fixed_batch(name):
+    torch.manual_seed(0)
+    model = create_model(name, dropout=0.0)
+    x, y = torch.randn(8, 3, 64, 64), torch.tensor([0, 1] * 4)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    losses = []
+    for _ in range(5):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+
+
+def test_unknown_model_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown model 'vgg'"):
+        create_model("vgg")

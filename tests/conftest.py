@@ -1,0 +1,34 @@
+"""Fixtures shared by every test package (code, data, model, integration, api, web, ops, docker)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from catsdogs.paths import PROJECT_ROOT, SHARED_DATA_DIR
+from support import IN_CI, require_binary  # re-exported for older imports
+
+__all__ = ["IN_CI", "require_binary"]
+
+@pytest.fixture(scope="session")
+def project_root() -> Path:
+    return PROJECT_ROOT
+
+
+@pytest.fixture(scope="session")
+def kaggle_train_dir() -> Path:
+    """The 23,000 labelled Kaggle images (read-only, never copied into the repo)."""
+    path = SHARED_DATA_DIR / "dogs-vs-cats" / "train"
+    if not path.is_dir():
+        pytest.fail(f"shared data not found at {path}: see ../shared/data/README.md")
+    return path
+
+
+@pytest.fixture(scope="session")
+def uploads_dir() -> Path:
+    """40 full-size photos (20 cats, 20 dogs) for realistic request payloads."""
+    path = SHARED_DATA_DIR / "uploads"
+    if not path.is_dir():
+        pytest.fail(f"shared uploads not found at {path}")
+    return path

@@ -1,0 +1,369 @@
+"""The web page, driven in a real headless Chromium against the real API started as a subprocess.
+
+Needs the `chromium` binary (Debian: `apt-get install -y chromium chromium-driver`); Playwright's own
+browser download is never used. Screenshots of the desktop and phone layouts go to /tmp/web-*.png.
+"""
+
+from __future__ import annotations
+
+import base64
+import mimetypes
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, FilePayload, Locator, Page, Request, expect, sync_playwright
+
+from support import require_binary
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SERVER_START_TIMEOUT_S = 120
+# Small enough that a handful of photos needs several batch requests (the page must split them).
+MAX_BATCH_FILES = 4
+SCREENSHOT_DIR = Path("/tmp")
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 375, "height": 667}
+
+# Full-size photos run through the model on a busy CI machine: allow more than Playwright's 5 s.
+expect.set_options(timeout=30_000)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Base URL of a real `catsdogs serve` on a free local port, ready to predict."""
+    executable = Path(sys.executable).with_name("catsdogs")  # the console script of this venv
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    log_path = tmp_path_factory.mktemp("web-server") / "server.log"
+    env = {**os.environ, "CATSDOGS_MAX_BATCH_FILES": str(MAX_BATCH_FILES), "CATSDOGS_LOG_FORMAT": "text"}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [str(executable), "serve", "--host", "127.0.0.1", "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"catsdogs serve exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
+            try:
+                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass  # not listening yet
+            if time.monotonic() > deadline:
+                log_tail = log_path.read_text()[-4000:]
+                pytest.fail(f"catsdogs serve not ready after {SERVER_START_TIMEOUT_S} s:\n{log_tail}")
+            time.sleep(0.25)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    chromium = require_binary("chromium", "apt-get install -y chromium chromium-driver")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def _payload(path: Path) -> FilePayload:
+    # Playwright refuses a mix of paths and buffers in one selection: send everything as buffers.
+    return {"name": path.name, "mimeType": mimetypes.guess_type(path.name)[0] or "", "buffer": path.read_bytes()}
+
+
+@dataclass
+class UI:
+    """One browser tab on the page, with every request it made and every uncaught script error."""
+
+    page: Page
+    base: str
+    requests: list[Request] = field(default_factory=list)
+    script_errors: list[str] = field(default_factory=list)
+
+    def upload(self, *files: Path | FilePayload) -> None:
+        """Pick files in the page's file input, as a person would (paths and in-memory files mixed)."""
+        payloads = [_payload(f) if isinstance(f, Path) else f for f in files]
+        self.page.locator("#file-input").set_input_files(payloads)
+
+    def card(self, filename: str) -> Locator:
+        return self.page.locator(f'.card[data-filename="{filename}"]')
+
+    def predict_requests(self, path: str) -> list[Request]:
+        return [r for r in self.requests if r.method == "POST" and urlsplit(r.url).path == path]
+
+
+@pytest.fixture
+def open_ui(browser: Browser, server: str) -> Iterator[Callable[..., UI]]:
+    """Open the page in a fresh browser context (desktop by default) and wait for the API info."""
+    contexts = []
+    uis: list[UI] = []
+
+    def _open(viewport: dict[str, int] = DESKTOP, path: str = "/ui", **context_options: Any) -> UI:
+        context = browser.new_context(viewport=viewport, service_workers="block", **context_options)
+        contexts.append(context)
+        page = context.new_page()
+        ui = UI(page=page, base=server)
+        context.on("request", lambda request: ui.requests.append(request))
+        page.on("pageerror", lambda error: ui.script_errors.append(str(error)))
+        page.goto(server + path)
+        expect(page.locator("#version")).to_contain_text("model")
+        uis.append(ui)
+        return ui
+
+    yield _open
+    for context in contexts:
+        context.close()
+    errors = [error for ui in uis for error in ui.script_errors]
+    assert not errors, f"uncaught errors in the page: {errors}"
+
+
+@pytest.fixture
+def ui(open_ui: Callable[..., UI]) -> UI:
+    return open_ui()
+
+
+def _bar_fraction(card: Locator, class_name: str) -> float:
+    """Drawn width of a probability bar's fill, as a fraction of its track."""
+    bar = card.locator(f'.bar[data-class="{class_name}"]')
+    fill = bar.locator(".bar-fill").bounding_box()
+    track = bar.locator(".bar-track").bounding_box()
+    assert fill is not None and track is not None and track["width"] > 50
+    return fill["width"] / track["width"]
+
+
+def _expect_prediction_shown(card: Locator, result: dict[str, Any]) -> None:
+    """The card shows exactly what the API answered: label, bars, confidence and time."""
+    expect(card).to_have_attribute("data-state", "done")
+    expect(card.locator(".label")).to_have_text(f"Prediction: {result['prediction'].capitalize()}")
+    assert sorted(result["probabilities"]) == ["cat", "dog"]
+    for class_name, probability in result["probabilities"].items():
+        assert _bar_fraction(card, class_name) == pytest.approx(probability, abs=0.01)
+        expect(card.locator(f'.bar[data-class="{class_name}"] .bar-value')).to_have_text(f"{probability * 100:.1f}%")
+    expect(card.locator(".meta")).to_contain_text(f"Confidence {result['confidence'] * 100:.1f}%")
+    expect(card.locator(".meta")).to_contain_text(f"{result['inference_time_ms']:.1f} ms")
+    # The thumbnail is the uploaded photo itself, decoded by the browser.
+    assert card.locator(".thumb img").evaluate("img => img.complete && img.naturalWidth > 0")
+
+
+def _served_model_accuracy(base: str) -> float:
+    """Test accuracy recorded in the served bundle's model.json (models/ unless CATSDOGS_MODEL_PATH says else)."""
+    metrics = httpx.get(base + "/model").json().get("metrics") or {}
+    return float(metrics.get("accuracy") or 0.0)
+
+
+# --- tests -----------------------------------------------------------------------------
+
+
+def test_header_shows_api_and_model_versions(ui: UI) -> None:
+    info = httpx.get(ui.base + "/", headers={"Accept": "application/json"}).json()
+    model = httpx.get(ui.base + "/model").json()
+    version = ui.page.locator("#version")
+    expect(version).to_contain_text(f"API {info['version']}")
+    expect(version).to_contain_text(f"model {model.get('version', info['model_version'])}")
+    expect(ui.page).to_have_title("Cats vs Dogs")
+
+
+def test_root_serves_the_page_to_browsers(open_ui: Callable[..., UI]) -> None:
+    ui = open_ui(path="/")
+    expect(ui.page.get_by_role("heading", level=1)).to_have_text("Cats vs Dogs")
+
+
+def test_single_photo_shows_label_and_probability_bars(ui: UI, uploads_dir: Path) -> None:
+    photo = uploads_dir / "cat.4001.jpg"
+    expect(ui.page.locator("#clear")).to_be_hidden()  # nothing to clear yet
+    with ui.page.expect_response(lambda r: urlsplit(r.url).path == "/predict") as response_info:
+        ui.upload(photo)
+    response = response_info.value
+    assert response.status == 200
+    result = response.json()
+    assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
+    _expect_prediction_shown(ui.card(photo.name), result)
+    # One file goes to /predict, never to the batch endpoint.
+    assert len(ui.predict_requests("/predict")) == 1
+    assert ui.predict_requests("/predict/batch") == []
+    expect(ui.page.locator("#status")).to_have_text("Classified 1 photo.")
+
+
+def test_dropped_photo_is_classified(ui: UI, uploads_dir: Path) -> None:
+    photo = uploads_dir / "dog.4006.jpg"
+    page = ui.page
+    # A real drag of OS files cannot be scripted; dispatch the same events with a DataTransfer holding the photo.
+    page.evaluate(
+        """([name, b64]) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const data = new DataTransfer();
+            data.items.add(new File([bytes], name, { type: "image/jpeg" }));
+            const zone = document.getElementById("dropzone");
+            zone.dispatchEvent(new DragEvent("dragenter", { dataTransfer: data, bubbles: true, cancelable: true }));
+            window.__draggingShown = zone.classList.contains("dragging");
+            zone.dispatchEvent(new DragEvent("drop", { dataTransfer: data, bubbles: true, cancelable: true }));
+        }""",
+        [photo.name, base64.b64encode(photo.read_bytes()).decode()],
+    )
+    assert page.evaluate("window.__draggingShown") is True
+    expect(page.locator("#dropzone")).not_to_have_class(re.compile(r"\bdragging\b"))
+    expect(ui.card(photo.name)).to_have_attribute("data-state", "done")
+    assert len(ui.predict_requests("/predict")) == 1
+
+
+def test_trained_model_labels_cats_and_dogs(ui: UI, uploads_dir: Path) -> None:
+    accuracy = _served_model_accuracy(ui.base)
+    if accuracy < 0.9:
+        pytest.skip(f"the served model is not trained (accuracy {accuracy:.2f} < 0.9)")
+    photos = [uploads_dir / f"{kind}.{n}.jpg" for kind in ("cat", "dog") for n in range(4001, 4006)]
+    ui.upload(*photos)
+    expect(ui.page.locator('.card[data-state="done"]')).to_have_count(len(photos))
+    right = {"cat": 0, "dog": 0}
+    for photo in photos:
+        truth = photo.name.split(".")[0]
+        if ui.card(photo.name).get_attribute("data-prediction") == truth:
+            right[truth] += 1
+    # A trained model (>= 90 % test accuracy) gets clear photos of each class mostly right.
+    assert right["cat"] >= 4 and right["dog"] >= 4, f"right answers per class out of 5: {right}"
+
+
+def test_text_file_is_rejected_in_the_browser(ui: UI, tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("buy cat food\n")
+    ui.upload(notes)
+    card = ui.card("notes.txt")
+    expect(card).to_have_attribute("data-state", "error")
+    expect(card.locator(".error-message")).to_contain_text("notes.txt: the file is not an image")
+    expect(card.locator(".label")).to_have_count(0)
+    expect(ui.page.locator("#status")).to_contain_text("1 file was rejected")
+    # Obviously not an image: rejected before any upload.
+    assert ui.predict_requests("/predict") == [] and ui.predict_requests("/predict/batch") == []
+
+
+def test_server_rejection_of_a_fake_image_is_shown(ui: UI) -> None:
+    fake: FilePayload = {"name": "holiday.jpg", "mimeType": "image/jpeg", "buffer": b"this is text, not a JPEG\n" * 8}
+    with ui.page.expect_response(lambda r: urlsplit(r.url).path == "/predict") as response_info:
+        ui.upload(fake)
+    response = response_info.value
+    assert response.status == 400
+    detail = response.json()["detail"]
+    card = ui.card("holiday.jpg")
+    expect(card).to_have_attribute("data-state", "error")
+    expect(card.locator(".error-message")).to_have_text(f"holiday.jpg: {detail['message']}")
+    expect(card).to_have_attribute("data-error-code", detail["code"])
+
+
+def test_several_files_get_one_card_each(ui: UI, uploads_dir: Path) -> None:
+    photos = [uploads_dir / "cat.4002.jpg", uploads_dir / "dog.4002.jpg", uploads_dir / "dog.4003.jpg"]
+    broken: FilePayload = {"name": "broken.png", "mimeType": "image/png", "buffer": b"\x89PNG\r\n\x1a\n" + b"\0" * 64}
+    notes: FilePayload = {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not a photo\n"}
+    with ui.page.expect_response(lambda r: urlsplit(r.url).path == "/predict/batch") as response_info:
+        ui.upload(*photos, broken, notes)
+    body = response_info.value.json()
+    results = {entry["filename"]: entry for entry in body["results"]}
+    # The text file never left the browser; the rest went in one batch request.
+    assert sorted(results) == sorted([p.name for p in photos] + ["broken.png"])
+    expect(ui.page.locator(".card")).to_have_count(5)
+    for photo in photos:
+        _expect_prediction_shown(ui.card(photo.name), results[photo.name])
+    expect(ui.card("broken.png")).to_have_attribute("data-state", "error")
+    expect(ui.card("broken.png").locator(".error-message")).to_have_text(
+        f"broken.png: {results['broken.png']['error']['message']}"
+    )
+    expect(ui.card("notes.txt").locator(".error-message")).to_contain_text("notes.txt: the file is not an image")
+    expect(ui.page.locator("#status")).to_have_text("Classified 3 photos; 2 files were rejected.")
+    ui.page.screenshot(path=str(SCREENSHOT_DIR / "web-desktop.png"), full_page=True)
+    ui.page.get_by_role("button", name="Clear results").click()
+    expect(ui.page.locator(".card")).to_have_count(0)
+    expect(ui.page.locator("#clear")).to_be_hidden()
+    expect(ui.page.get_by_label("Choose photos")).to_be_focused()
+
+
+def test_more_files_than_the_batch_limit_are_split(ui: UI, uploads_dir: Path) -> None:
+    photos = sorted(uploads_dir.glob("*.jpg"))[: MAX_BATCH_FILES * 2 + 1]
+    ui.upload(*photos)
+    expect(ui.page.locator('.card[data-state="done"]')).to_have_count(len(photos))
+    responses = [r.response() for r in ui.predict_requests("/predict/batch")]
+    assert all(responses)
+    # The server refuses the whole selection (413 too_many_files, "at most N"); the page re-sends it in parts.
+    assert [r.status for r in responses] == [413, 200, 200, 200]
+    assert responses[0].json()["detail"]["code"] == "too_many_files"
+    assert [len(r.json()["results"]) for r in responses[1:]] == [MAX_BATCH_FILES, MAX_BATCH_FILES, 1]
+    expect(ui.page.locator("#status")).to_have_text(f"Classified {len(photos)} photos.")
+
+
+def test_phone_layout_has_no_horizontal_overflow(open_ui: Callable[..., UI], uploads_dir: Path) -> None:
+    ui = open_ui(viewport=PHONE, is_mobile=True, has_touch=True, device_scale_factor=2)
+    long_name: FilePayload = {
+        "name": "a-very-long-file-name-from-a-phone-camera-IMG_20240101_123456789_HDR_portrait.jpg",
+        "mimeType": "image/jpeg",
+        "buffer": (uploads_dir / "dog.4004.jpg").read_bytes(),
+    }
+    ui.upload(uploads_dir / "cat.4003.jpg", long_name, {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"x"})
+    expect(ui.page.locator('.card[data-state="done"]')).to_have_count(2)
+    width = ui.page.evaluate("() => ({scroll: document.documentElement.scrollWidth, client: window.innerWidth})")
+    assert width["scroll"] <= width["client"] == PHONE["width"], width
+    for box in (ui.page.locator(".card").nth(i).bounding_box() for i in range(3)):
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"]
+    ui.page.screenshot(path=str(SCREENSHOT_DIR / "web-phone.png"), full_page=True)
+
+
+def test_file_picker_is_keyboard_usable_and_results_are_announced(ui: UI, uploads_dir: Path) -> None:
+    page = ui.page
+    # Playwright turns on file-chooser interception asynchronously when the first listener is added; adding
+    # one now, several round trips before the key press, keeps the chooser from going to a native dialog.
+    page.on("filechooser", lambda chooser: None)
+    picker = page.get_by_label("Choose photos")
+    expect(picker).to_have_attribute("type", "file")
+    expect(page.locator("#results")).to_have_attribute("aria-live", "polite")
+    page.keyboard.press("Tab")
+    expect(picker).to_be_focused()
+    with page.expect_file_chooser() as chooser_info:
+        page.keyboard.press("Space")
+    chooser = chooser_info.value
+    assert chooser.is_multiple()
+    chooser.set_files(uploads_dir / "dog.4005.jpg")
+    expect(ui.card("dog.4005.jpg")).to_have_attribute("data-state", "done")
+
+
+def test_no_request_leaves_the_test_server(ui: UI, uploads_dir: Path) -> None:
+    ui.upload(uploads_dir / "cat.4004.jpg", uploads_dir / "dog.4001.jpg")
+    expect(ui.page.locator('.card[data-state="done"]')).to_have_count(2)
+    ui.page.reload()
+    expect(ui.page.locator("#version")).to_contain_text("model")
+    origin = urlsplit(ui.base).netloc
+    urls = [r.url for r in ui.requests]
+    assert len(urls) >= 6  # page, script, style, icon, API info, predictions
+    outside = [u for u in urls if not (urlsplit(u).netloc == origin or u.startswith(("data:", f"blob:{ui.base}/")))]
+    assert outside == [], outside
