@@ -64,8 +64,14 @@ mlflow-ui: init ## MLflow UI on http://127.0.0.1:5000 (local SQLite store)
 
 # --- quality -------------------------------------------------------------------------
 .PHONY: test test-quick lint format
-test: init ## Full test suite (unit, data, model, integration, API, ops)
+test: init test-tools ## Full test suite (unit, data, model, integration, API, web, ops, docker)
+	@mkdir -p reports
 	$(BIN)/pytest -q --junitxml=reports/junit.xml --cov=catsdogs --cov-report=xml:reports/coverage.xml --cov-report=term:skip-covered
+
+.PHONY: test-tools
+test-tools: ## npm-groovy-lint for the Jenkinsfile check (system tools: sudo scripts/ops/install-tools.sh)
+	@if command -v npm >/dev/null; then scripts/ops/install-tools.sh --npm-only; \
+	else echo "npm not found: the Jenkinsfile syntax test will skip (install Node.js 20)"; fi
 
 test-quick: init ## Fast tests only (no training, servers or containers)
 	$(BIN)/pytest -q -m "not slow and not docker"

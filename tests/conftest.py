@@ -11,6 +11,7 @@ from support import IN_CI, require_binary  # re-exported for older imports
 
 __all__ = ["IN_CI", "require_binary"]
 
+
 @pytest.fixture(scope="session")
 def project_root() -> Path:
     return PROJECT_ROOT

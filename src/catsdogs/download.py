@@ -54,7 +54,9 @@ def _extract_all(dest: Path) -> None:
             archive.unlink()
 
 
-def download(dest: Path, source: str = "competition", client_factory: Callable[[], KaggleClient] = default_client) -> list[Path]:
+def download(
+    dest: Path, source: str = "competition", client_factory: Callable[[], KaggleClient] = default_client
+) -> list[Path]:
     if source not in SOURCES:
         raise DownloadError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
     if not credentials_available():
@@ -86,4 +88,6 @@ def download(dest: Path, source: str = "competition", client_factory: Callable[[
     except DownloadError:
         raise
     except Exception as exc:  # the Kaggle client raises many unrelated types (HTTP, IO, auth)
-        raise DownloadError(f"Kaggle download failed ({type(exc).__name__}: {exc}); check network access and credentials") from exc
+        raise DownloadError(
+            f"Kaggle download failed ({type(exc).__name__}: {exc}); check network access and credentials"
+        ) from exc

@@ -31,7 +31,7 @@ def test_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
         "f1": round(m["f1"], 6),
         "roc_auc": round(float(roc_auc_score(labels, probs[:, 1])), 6),
         "log_loss": round(m["loss"], 6),
-        "n_test": int(len(labels)),
+        "n_test": len(labels),
         "confusion_matrix": {"labels": list(CLASSES), "rows_true_cols_predicted": cm.tolist()},
         "per_class_accuracy": {c: round(float(cm[i, i] / max(1, cm[i].sum())), 6) for i, c in enumerate(CLASSES)},
     }
@@ -49,7 +49,9 @@ def run_evaluation(params: Params, *, checkpoint: Path | None = None, output: Pa
     # fp32: the numbers must describe the exported model, not the bf16 training graph.
     probs, labels = predict_proba(model, loader, create_transform(cfg), torch.device("cpu"), bf16=False)
     metrics = test_metrics(probs, labels)
-    metrics.update({"model": ckpt["model_name"], "image_size": cfg.image_size, "checkpoint_epoch": ckpt["state"]["epoch"]})
+    metrics.update(
+        {"model": ckpt["model_name"], "image_size": cfg.image_size, "checkpoint_epoch": ckpt["state"]["epoch"]}
+    )
 
     output = output or params.path("reports/metrics.json")
     plots_dir = output.parent / "plots"
@@ -58,7 +60,13 @@ def run_evaluation(params: Params, *, checkpoint: Path | None = None, output: Pa
     confusion_matrix(probs, labels, CLASSES, plots_dir / "test_confusion_matrix.png", title="Test")
     roc_curve(probs, labels, plots_dir / "test_roc_curve.png")
     (output.parent / "test_classification_report.txt").write_text(classification_report_text(probs, labels, CLASSES))
-    log.info("test accuracy %.4f, f1 %.4f, roc_auc %.4f on %d images", metrics["accuracy"], metrics["f1"], metrics["roc_auc"], len(labels))
+    log.info(
+        "test accuracy %.4f, f1 %.4f, roc_auc %.4f on %d images",
+        metrics["accuracy"],
+        metrics["f1"],
+        metrics["roc_auc"],
+        len(labels),
+    )
 
     run_id = ckpt["state"].get("run_id")
     if run_id:

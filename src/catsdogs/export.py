@@ -197,7 +197,10 @@ def run_export(params: Params, *, checkpoint: Path | None = None, output_dir: Pa
         "git_commit": ckpt.get("params", {}).get("git_commit") or _git_commit(),
         "mlflow_run_id": ckpt["state"].get("run_id"),
         "registered_version": registered,
-        "training": {k: run_info.get(k) for k in ("epochs_run", "best_epoch", "best_val_accuracy", "train_seconds", "device", "bf16", "threads")},
+        "training": {
+            k: run_info.get(k)
+            for k in ("epochs_run", "best_epoch", "best_val_accuracy", "train_seconds", "device", "bf16", "threads")
+        },
         "params": ckpt.get("params", {}),
     }
     (out / "model.json").write_text(json.dumps(meta, indent=2) + "\n")

@@ -6,6 +6,7 @@ so a new architecture is one class plus one registry line.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -38,7 +39,7 @@ class SimpleCNN(nn.Module):
         super().__init__()
         widths = (3, 32, 64, 128, 256)
         blocks = []
-        for c_in, c_out in zip(widths[:-1], widths[1:], strict=True):
+        for c_in, c_out in itertools.pairwise(widths):
             blocks += [
                 nn.Conv2d(c_in, c_out, kernel_size=3, padding=1),
                 nn.BatchNorm2d(c_out),

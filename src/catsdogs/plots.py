@@ -64,7 +64,8 @@ def learning_curves(history: list[dict[str, float]], path: Path) -> None:
 
 
 def roc_curve(probs: np.ndarray, labels: np.ndarray, path: Path) -> None:
-    from sklearn.metrics import roc_auc_score, roc_curve as sk_roc
+    from sklearn.metrics import roc_auc_score
+    from sklearn.metrics import roc_curve as sk_roc
 
     plt = _pyplot()
     fpr, tpr, _ = sk_roc(labels, probs[:, 1])

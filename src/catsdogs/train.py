@@ -187,7 +187,9 @@ def train_one_epoch(
         correct += (logits.argmax(1) == labels).sum().item()
         seen += n
         bar.set_postfix(
-            loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}", img_s=f"{seen / (time.perf_counter() - start):.0f}"
+            loss=f"{total_loss / seen:.4f}",
+            acc=f"{correct / seen:.4f}",
+            img_s=f"{seen / (time.perf_counter() - start):.0f}",
         )
     elapsed = time.perf_counter() - start
     return {"loss": total_loss / seen, "accuracy": correct / seen, "images_per_s": seen / elapsed, "seconds": elapsed}
@@ -292,7 +294,9 @@ def run_training(params: Params, *, resume: bool = False, register: bool = True)
     cfg = PreprocessConfig(image_size=params.model.image_size, mean=mean, std=std, class_names=CLASSES)
     train_tf = create_transform(cfg, is_training=True, augment=tp.augment.to_config())
     eval_tf = create_transform(cfg)
-    train_loader = ArrayLoader(splits["train"].pixels, splits["train"].labels, tp.batch_size, shuffle=True, seed=tp.seed)
+    train_loader = ArrayLoader(
+        splits["train"].pixels, splits["train"].labels, tp.batch_size, shuffle=True, seed=tp.seed
+    )
     val_loader = ArrayLoader(splits["val"].pixels, splits["val"].labels, max(tp.batch_size, 128), shuffle=False)
 
     model = create_model(params.model.name, num_classes=len(CLASSES), dropout=params.model.dropout).to(device)
@@ -476,9 +480,13 @@ def log_and_register(model: nn.Module, cfg: PreprocessConfig, register: bool) ->
     return str(version) if version is not None else None
 
 
-def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, PreprocessConfig, dict[str, Any]]:
+def load_checkpoint(
+    path: Path, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, PreprocessConfig, dict[str, Any]]:
     """A trained model (eval mode) and its preprocessing from a checkpoint file."""
     ckpt = torch.load(path, map_location=device, weights_only=False)
-    model = create_model(ckpt["model_name"], num_classes=len(ckpt["preprocess"]["class_names"]), dropout=ckpt["dropout"])
+    model = create_model(
+        ckpt["model_name"], num_classes=len(ckpt["preprocess"]["class_names"]), dropout=ckpt["dropout"]
+    )
     model.load_state_dict(ckpt["model"])
     return model.eval(), PreprocessConfig.from_dict(ckpt["preprocess"]), ckpt

@@ -91,14 +91,24 @@ def run_gate(params: Params, *, model_dir: Path | None = None, promote: bool = T
             p_torch = torch.softmax(model.eval()(torch.from_numpy(sample)), dim=1).numpy()
         diff = float(np.abs(ort_proba(ort_session(bundle / meta["files"]["onnx"]), sample) - p_torch).max())
         result.checks.append(
-            Check("onnx_parity", diff <= gate.max_parity_diff, f"max |p_onnx - p_torch| {diff:.2e} vs {gate.max_parity_diff:.0e}")
+            Check(
+                "onnx_parity",
+                diff <= gate.max_parity_diff,
+                f"max |p_onnx - p_torch| {diff:.2e} vs {gate.max_parity_diff:.0e}",
+            )
         )
     else:
-        result.checks.append(Check("onnx_parity", False, f"{torch_file.name} missing from the bundle: parity cannot be checked"))
+        result.checks.append(
+            Check("onnx_parity", False, f"{torch_file.name} missing from the bundle: parity cannot be checked")
+        )
 
     lat = latency_ms(session, cfg.image_size, runs=100)
     result.checks.append(
-        Check("latency", lat["p50"] <= gate.max_latency_ms, f"single-image p50 {lat['p50']:.2f} ms vs budget {gate.max_latency_ms} ms")
+        Check(
+            "latency",
+            lat["p50"] <= gate.max_latency_ms,
+            f"single-image p50 {lat['p50']:.2f} ms vs budget {gate.max_latency_ms} ms",
+        )
     )
 
     if result.passed and promote:
@@ -123,7 +133,13 @@ def _promote(version: str | None, name: str) -> str | None:
         log.warning("mlflow is not installed: alias champion not set")
         return None
     except Exception as exc:  # MlflowException (unknown version) or an unreachable server
-        log.warning("alias champion not set: %s version %s is not in registry %s (%s)", name, version, tracking.tracking_uri(), exc)
+        log.warning(
+            "alias champion not set: %s version %s is not in registry %s (%s)",
+            name,
+            version,
+            tracking.tracking_uri(),
+            exc,
+        )
         return None
     log.info("alias champion -> %s version %s", name, version)
     return version

@@ -81,7 +81,7 @@ def test_downloads_and_unpacks_both_sources(credentials, tmp_path):
 
 
 def test_network_or_auth_failure_is_a_download_error(credentials, tmp_path):
-    with pytest.raises(dl.DownloadError, match="ConnectionError.*check network"):
+    with pytest.raises(dl.DownloadError, match=r"ConnectionError.*check network"):
         dl.download(tmp_path, "competition", client_factory=lambda: FakeKaggle(fail=ConnectionError("no route")))
 
 

@@ -117,7 +117,7 @@ def test_animated_gif_first_frame():
     frames = [Image.new("RGB", (16, 16), c) for c in ((255, 0, 0), (0, 0, 255))]
     buf = io.BytesIO()
     frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:])
-    r, g, b = load_image(buf.getvalue()).getpixel((8, 8))
+    r, _g, b = load_image(buf.getvalue()).getpixel((8, 8))
     assert r > 200 and b < 50
 
 

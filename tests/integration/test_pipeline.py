@@ -42,7 +42,7 @@ def test_training_run_is_fully_tracked(trained, tiny_project):
 def test_model_is_registered_with_alias_challenger(trained):
     client = mlflow.MlflowClient()
     version = client.get_model_version_by_alias("catsdogs", "challenger")
-    assert version.run_id == trained.run_id and version.version == trained.registered_version
+    assert version.run_id == trained.run_id and str(version.version) == trained.registered_version
     model = mlflow.pytorch.load_model("models:/catsdogs@challenger")
     info = mlflow.models.get_model_info("models:/catsdogs@challenger")
     assert info.signature is not None and info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == [-1, 3, 48, 48]
@@ -92,7 +92,7 @@ def test_evaluate_export_and_gate(trained, tiny_project):
 
     passed = run_gate(tiny_project)
     assert passed.passed, passed.checks
-    assert mlflow.MlflowClient().get_model_version_by_alias("catsdogs", "champion").version == passed.promoted
+    assert str(mlflow.MlflowClient().get_model_version_by_alias("catsdogs", "champion").version) == passed.promoted
 
 
 def test_gate_fails_with_the_reason(trained, tiny_project, tmp_path):
@@ -124,7 +124,15 @@ def test_cli_validate_exit_code(trained, tiny_project, tmp_path):
 
 def test_cli_help_for_every_command():
     runner = CliRunner()
-    for cmd in (["--help"], ["data", "--help"], ["data", "prepare", "--help"], ["data", "download", "--help"],
-                ["train", "--help"], ["evaluate", "--help"], ["export", "--help"], ["validate", "--help"]):
+    for cmd in (
+        ["--help"],
+        ["data", "--help"],
+        ["data", "prepare", "--help"],
+        ["data", "download", "--help"],
+        ["train", "--help"],
+        ["evaluate", "--help"],
+        ["export", "--help"],
+        ["validate", "--help"],
+    ):
         result = runner.invoke(app, cmd)
         assert result.exit_code == 0 and "Usage" in result.output, cmd
