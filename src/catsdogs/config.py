@@ -60,6 +60,11 @@ class TrainParams(_Strict):
     augment: AugmentParams = AugmentParams()
 
 
+class InferenceParams(_Strict):
+    # Test-time augmentation, part of the exported model: evaluate/export/serving, never the training loop.
+    tta: Literal["none", "flip"] = "none"
+
+
 class ExportParams(_Strict):
     output_dir: str = "models"
     opset: int = 18
@@ -79,6 +84,7 @@ class Params(_Strict):
     data: DataParams = DataParams()
     model: ModelParams = ModelParams()
     train: TrainParams = TrainParams()
+    inference: InferenceParams = InferenceParams()
     export: ExportParams = ExportParams()
     gate: GateParams = GateParams()
     base_dir: Path = Field(default_factory=lambda: PARAMS_FILE.parent, exclude=True)

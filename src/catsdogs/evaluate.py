@@ -12,6 +12,7 @@ import torch
 
 from catsdogs.config import Params
 from catsdogs.data import CLASSES
+from catsdogs.model import with_tta
 from catsdogs.plots import classification_report_text, confusion, confusion_matrix, roc_curve
 from catsdogs.train import ArrayLoader, classification_metrics, load_checkpoint, load_splits, predict_proba
 from catsdogs.transforms import PreprocessConfig, create_transform
@@ -42,6 +43,7 @@ def run_evaluation(params: Params, *, checkpoint: Path | None = None, output: Pa
     if not ckpt_path.exists():
         raise FileNotFoundError(f"no checkpoint at {ckpt_path}: run `catsdogs train` first")
     model, cfg, ckpt = load_checkpoint(ckpt_path)
+    model = with_tta(model, params.inference.tta)
     prepared_dir = Path(ckpt.get("prepared_dir") or params.path(params.data.prepared_dir))
     splits, _ = load_splits(params, prepared_dir, PreprocessConfig(image_size=cfg.image_size), progress=False)
     test = splits["test"]

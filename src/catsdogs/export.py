@@ -23,8 +23,8 @@ import torch
 
 from catsdogs import __version__
 from catsdogs.config import Params
-from catsdogs.model import count_parameters
-from catsdogs.train import ArrayLoader, cpu_quota, load_checkpoint, load_splits, predict_proba
+from catsdogs.model import count_parameters, with_tta
+from catsdogs.train import ArrayLoader, load_checkpoint, load_splits, predict_proba
 from catsdogs.transforms import PreprocessConfig, create_transform
 
 log = logging.getLogger(__name__)
@@ -62,10 +62,9 @@ def export_onnx(model: torch.nn.Module, path: Path, image_size: int, opset: int)
 def ort_session(path: Path, threads: int | None = None) -> Any:
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads or cpu_quota()
-    opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    from catsdogs.predictor import available_cpus, session_options
+
+    opts = session_options(threads or available_cpus())
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
@@ -140,8 +139,9 @@ def run_export(params: Params, *, checkpoint: Path | None = None, output_dir: Pa
     x_test = transform.batch(torch.from_numpy(test.pixels)).numpy()  # the exact serving preprocessing
 
     onnx_path, int8_path = out / "model.onnx", out / "model.int8.onnx"
-    export_onnx(model, onnx_path, cfg.image_size, params.export.opset)
     torch.save(model.state_dict(), out / "model.pt")  # for the PyTorch baseline and parity checks
+    model = with_tta(model, params.inference.tta)
+    export_onnx(model, onnx_path, cfg.image_size, params.export.opset)
 
     loader = ArrayLoader(test.pixels, test.labels, 256, shuffle=False)
     p_torch, labels = predict_proba(model, loader, transform, torch.device("cpu"), bf16=False)
@@ -185,6 +185,7 @@ def run_export(params: Params, *, checkpoint: Path | None = None, output_dir: Pa
         "name": "catsdogs",
         "version": f"{__version__}+{'r' + registered if registered else 'local'}.{sha[:8]}",
         "architecture": ckpt["model_name"],
+        "tta": params.inference.tta,
         "parameters": count_parameters(model),
         "preprocess": cfg.to_dict(),
         "metrics": {k: metrics[k] for k in ("accuracy", "precision", "recall", "f1", "roc_auc") if k in metrics},
@@ -256,6 +257,7 @@ Binary image classifier: is the pet in the photo a **cat** or a **dog**?
 - Architecture: `{meta["architecture"]}` ({meta["parameters"]:,} parameters), input {meta["preprocess"]["image_size"]}x{meta["preprocess"]["image_size"]} RGB,
   squash-resized (bilinear), normalised with the training split's mean {meta["preprocess"]["mean"]} / std {meta["preprocess"]["std"]}.
 - Files: `model.onnx` (fp32){", `model.int8.onnx` (static INT8, QDQ)" if meta["files"]["onnx_int8"] else ""}, `model.pt` (PyTorch state dict), `model.json` (metadata + preprocessing).
+- Test-time augmentation inside the exported graph: `{meta["tta"]}`{" (logits averaged with the mirrored image)" if meta["tta"] == "flip" else ""}.
 - Default serving backend: `{meta["default_backend"]}`.
 
 ## Data

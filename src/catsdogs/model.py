@@ -118,6 +118,22 @@ class ResNetSmall(nn.Module):
         return self.fc(self.dropout(x))  # (N, num_classes) logits
 
 
+class FlipTTA(nn.Module):
+    """Test-time augmentation: average the logits of the image and its mirror image.
+
+    Cats and dogs look the same mirrored, so this removes left/right noise from the
+    prediction at the cost of a second forward pass. Exported as part of the ONNX graph.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (N, 3, H, W) -> (N, num_classes)
+        return (self.model(x) + self.model(torch.flip(x, dims=[3]))) / 2
+
+
 MODELS: dict[str, Callable[[ModelConfig], nn.Module]] = {
     "simple_cnn": SimpleCNN,
     "resnet_small": ResNetSmall,
@@ -128,6 +144,15 @@ def create_model(name: str = "simple_cnn", *, num_classes: int = 2, dropout: flo
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
     return MODELS[name](ModelConfig(name=name, num_classes=num_classes, dropout=dropout))
+
+
+def with_tta(model: nn.Module, tta: str | None) -> nn.Module:
+    """Wrap ``model`` for inference-time augmentation (``"flip"``) or return it unchanged (``None``)."""
+    if tta in (None, "none"):
+        return model
+    if tta == "flip":
+        return FlipTTA(model).eval()
+    raise ValueError(f"unknown test-time augmentation {tta!r}; choose 'flip' or 'none'")
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -138,10 +138,9 @@ def resolve_model_uri(model: str | Path) -> Path:
             f"{text} is an MLflow registry URI but mlflow is not installed in this environment "
             "(the serving image has no mlflow): pass a bundle directory instead, or install the train extra"
         ) from exc
-    from catsdogs.paths import MLFLOW_DB
+    from catsdogs.tracking import tracking_uri
 
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
-        mlflow.set_tracking_uri(f"sqlite:///{MLFLOW_DB}")
+    mlflow.set_tracking_uri(tracking_uri())
     ref = text.removeprefix("models:/")
     try:
         client = mlflow.MlflowClient()

@@ -25,6 +25,7 @@ from torch import nn
 from catsdogs.config import Params
 from catsdogs.data import CLASSES, SPLITS, build_cache, ensure_prepared, file_sha256, read_manifest
 from catsdogs.model import count_parameters, create_model
+from catsdogs.predictor import available_cpus
 from catsdogs.transforms import PreprocessConfig, Transform, create_transform, image_stats
 
 log = logging.getLogger(__name__)
@@ -33,20 +34,6 @@ METRIC_NAMES = ("train_loss", "val_loss", "train_accuracy", "val_accuracy", "val
 
 
 # --- runtime selection ---------------------------------------------------------------
-
-
-def cpu_quota() -> int:
-    """CPUs this process may use: the cgroup quota (containers) or the affinity mask."""
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            return max(1, math.floor(int(quota) / int(period)))
-    except (OSError, ValueError):
-        pass
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 MALLOC_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=8589934592"
@@ -280,7 +267,7 @@ def run_training(params: Params, *, resume: bool = False, register: bool = True)
 
     tp = params.train
     seed_everything(tp.seed)
-    torch.set_num_threads(tp.threads or cpu_quota())
+    torch.set_num_threads(tp.threads or available_cpus())
     device = select_device(tp.device)
     bf16 = use_bf16(tp.bf16, device)
     out_dir = params.path(tp.output_dir)

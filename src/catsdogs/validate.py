@@ -82,10 +82,11 @@ def run_gate(params: Params, *, model_dir: Path | None = None, promote: bool = T
     if torch_file.exists():
         import torch
 
-        from catsdogs.model import create_model
+        from catsdogs.model import create_model, with_tta
 
         model = create_model(meta["architecture"], num_classes=len(cfg.class_names))
         model.load_state_dict(torch.load(torch_file, map_location="cpu", weights_only=True))
+        model = with_tta(model.eval(), meta.get("tta"))
         sample = x[:256]
         with torch.no_grad():
             p_torch = torch.softmax(model.eval()(torch.from_numpy(sample)), dim=1).numpy()

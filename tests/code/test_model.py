@@ -55,3 +55,25 @@ def test_one_step_reduces_loss_on_a_fixed_batch(name):
 def test_unknown_model_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown model 'vgg'"):
         create_model("vgg")
+
+
+def test_flip_tta_is_mirror_invariant_and_exports_to_onnx(tmp_path):
+    import numpy as np
+
+    from catsdogs.export import export_onnx, ort_proba, ort_session
+    from catsdogs.model import FlipTTA, with_tta
+
+    torch.manual_seed(0)
+    base = create_model("simple_cnn").eval()
+    assert with_tta(base, "none") is base
+    tta = with_tta(base, "flip")
+    assert isinstance(tta, FlipTTA) and count_parameters(tta) == count_parameters(base)
+    x = torch.randn(4, 3, 48, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(tta(x), tta(x.flip(-1)), atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(base(x), base(x.flip(-1)), atol=1e-4)
+        expected = torch.softmax(tta(x), dim=1).numpy()
+    export_onnx(tta, tmp_path / "m.onnx", 48, opset=18)
+    np.testing.assert_allclose(ort_proba(ort_session(tmp_path / "m.onnx"), x.numpy()), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="unknown test-time augmentation"):
+        with_tta(base, "rotate")

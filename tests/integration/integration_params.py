@@ -1,4 +1,4 @@
-"""Tiny pipeline parameters for integration tests."""
+"""Tiny pipeline parameters for integration tests: the project's params.yaml with small overrides."""
 
 from __future__ import annotations
 
@@ -6,17 +6,23 @@ from pathlib import Path
 
 import yaml
 
+from catsdogs.paths import PARAMS_FILE
 
-def write_params(root: Path, source: Path, **sections) -> Path:
-    params = {
-        "data": {"source": str(source), "limit": 200},
-        "model": {"name": "simple_cnn", "image_size": 48},
-        "train": {"epochs": 1, "batch_size": 32, "patience": 3},
-        "export": {"calibration_images": 32},
-        "gate": {"min_accuracy": 0.3, "max_latency_ms": 200.0},
-    }
-    for section, values in sections.items():
-        params.setdefault(section, {}).update(values)
+TINY = {
+    "data": {"limit": 200},
+    "model": {"name": "simple_cnn", "image_size": 48},
+    "train": {"epochs": 1, "batch_size": 32, "patience": 3},
+    "export": {"calibration_images": 32},
+    "gate": {"min_accuracy": 0.3, "max_latency_ms": 200.0},
+}
+
+
+def write_params(root: Path, source: Path, **sections: dict) -> Path:
+    """Write ``root/params.yaml``; every key of the real file stays present (dvc.yaml interpolates them)."""
+    params = yaml.safe_load(PARAMS_FILE.read_text())
+    for overrides in (TINY, {"data": {"source": str(source)}}, sections):
+        for section, values in overrides.items():
+            params[section].update(values)
     path = root / "params.yaml"
-    path.write_text(yaml.safe_dump(params))
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path

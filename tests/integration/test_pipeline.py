@@ -45,7 +45,7 @@ def test_model_is_registered_with_alias_challenger(trained):
     assert version.run_id == trained.run_id and str(version.version) == trained.registered_version
     model = mlflow.pytorch.load_model("models:/catsdogs@challenger")
     info = mlflow.models.get_model_info("models:/catsdogs@challenger")
-    assert info.signature is not None and info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == [-1, 3, 48, 48]
+    assert info.signature is not None and list(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 3, 48, 48]
     import torch
 
     assert model(torch.zeros(2, 3, 48, 48)).shape == (2, 2)
