@@ -47,7 +47,7 @@ def _fail(message: str, code: int = 2) -> None:
 
 @data_app.command("download")
 def data_download(
-    dest: Annotated[Path, typer.Option(help="Where to put the downloaded archives.")] = Path("data/raw"),
+    dest: Annotated[Path | None, typer.Option(help="Where to put the data (default: <project>/data/raw).")] = None,
     source: Annotated[
         str, typer.Option(help="'competition' (dogs-vs-cats), 'dataset' (PetImages layout) or 'all'.")
     ] = ("competition"),
@@ -55,10 +55,11 @@ def data_download(
 ) -> None:
     """Download the Kaggle data (needs KAGGLE_USERNAME/KAGGLE_KEY or ~/.kaggle/kaggle.json)."""
     from catsdogs.download import DownloadError, download
+    from catsdogs.paths import DATA_DIR
 
     _setup_logging(verbose)
     try:
-        paths = download(dest, source)
+        paths = download(dest or DATA_DIR / "raw", source)
     except DownloadError as exc:
         _fail(str(exc))
     for p in paths:

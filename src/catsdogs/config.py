@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -101,9 +102,14 @@ class Params(_Strict):
 
 
 def load_params(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Params:
-    """Load and validate ``params.yaml``; ``overrides`` maps dotted keys to values (None = keep)."""
+    """Load and validate ``params.yaml``; ``overrides`` maps dotted keys to values (None = keep).
+
+    ``CATSDOGS_DATA_SOURCE`` replaces ``data.source``; explicit overrides win over both.
+    """
     path = Path(path) if path else PARAMS_FILE
-    raw: dict[str, Any] = yaml.safe_load(path.read_text()) if path.exists() else {}
+    raw: dict[str, Any] = (yaml.safe_load(path.read_text()) if path.exists() else None) or {}
+    if os.environ.get("CATSDOGS_DATA_SOURCE"):  # e.g. CI agents that download the data elsewhere
+        raw.setdefault("data", {})["source"] = os.environ["CATSDOGS_DATA_SOURCE"]
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
@@ -112,4 +118,4 @@ def load_params(path: Path | None = None, overrides: dict[str, Any] | None = Non
         for key in parents:
             node = node.setdefault(key, {})
         node[leaf] = value
-    return Params.model_validate({**(raw or {}), "base_dir": path.resolve().parent})
+    return Params.model_validate({**raw, "base_dir": path.resolve().parent})

@@ -17,7 +17,8 @@ MODELS_DIR = PROJECT_ROOT / "models"  # the shipped, exported model bundle
 ARTIFACTS_DIR = PROJECT_ROOT / "artifacts"  # checkpoints and training outputs (DVC outs)
 REPORTS_DIR = PROJECT_ROOT / "reports"
 DATA_DIR = PROJECT_ROOT / "data"
-SHARED_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data"
+# Read-only data shared beside the checkout (tests and the default data source).
+SHARED_DATA_DIR = Path(os.environ.get("CATSDOGS_SHARED_DATA", PROJECT_ROOT.parent / "shared" / "data")).resolve()
 DEFAULT_SOURCE = SHARED_DATA_DIR / "dogs-vs-cats" / "train"
 MLFLOW_DB = PROJECT_ROOT / "mlruns.db"
 

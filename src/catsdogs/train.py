@@ -448,7 +448,8 @@ def log_and_register(model: nn.Module, cfg: PreprocessConfig, register: bool) ->
     from catsdogs import tracking
 
     model.eval()
-    example = np.zeros((1, 3, cfg.image_size, cfg.image_size), dtype=np.float32)
+    # Batch 2, not 1: torch.export specialises a batch dimension of size 1 to a constant.
+    example = np.zeros((2, 3, cfg.image_size, cfg.image_size), dtype=np.float32)
     with torch.no_grad():
         output = model(torch.from_numpy(example)).numpy()
     info = mlflow.pytorch.log_model(

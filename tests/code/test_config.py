@@ -44,3 +44,9 @@ def test_relative_paths_are_relative_to_the_params_file(tmp_path):
     f.write_text("data: {prepared_dir: out/prepared}")
     p = load_params(f)
     assert p.path(p.data.prepared_dir) == tmp_path / "out" / "prepared"
+
+
+def test_data_source_from_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("CATSDOGS_DATA_SOURCE", str(tmp_path / "raw"))
+    assert load_params().path(load_params().data.source) == tmp_path / "raw"
+    assert load_params(overrides={"data.source": "/elsewhere"}).data.source == "/elsewhere"

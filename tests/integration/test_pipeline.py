@@ -45,20 +45,15 @@ def test_model_is_registered_with_alias_challenger(trained):
     assert version.run_id == trained.run_id and str(version.version) == trained.registered_version
     model = mlflow.pytorch.load_model("models:/catsdogs@challenger")
     info = mlflow.models.get_model_info("models:/catsdogs@challenger")
-    assert info.signature is not None and list(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 3, 48, 48]
+    assert info.signature is not None and list(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [
+        -1,
+        3,
+        48,
+        48,
+    ]
     import torch
 
     assert model(torch.zeros(2, 3, 48, 48)).shape == (2, 2)
-
-
-def test_resume_continues_from_the_last_epoch(trained, tiny_project):
-    from catsdogs.train import run_training
-
-    params = tiny_project.model_copy(update={"train": tiny_project.train.model_copy(update={"epochs": 2})})
-    resumed = run_training(params, resume=True, register=False)
-    assert resumed.run_id == trained.run_id
-    assert [h["epoch"] for h in resumed.history] == [1, 2]
-    assert len(mlflow.MlflowClient().get_metric_history(trained.run_id, "val_accuracy")) == 2
 
 
 def test_evaluate_export_and_gate(trained, tiny_project):
@@ -136,3 +131,34 @@ def test_cli_help_for_every_command():
     ):
         result = runner.invoke(app, cmd)
         assert result.exit_code == 0 and "Usage" in result.output, cmd
+
+
+def test_validate_model_script_is_the_gate(trained, tiny_project):
+    """scripts/validate_model.py (what CI calls) runs the same gate with the same exit codes."""
+    import subprocess
+    import sys
+
+    from catsdogs.paths import PROJECT_ROOT
+
+    params_file = tiny_project.base_dir / "params.yaml"
+    script = PROJECT_ROOT / "scripts" / "validate_model.py"
+    ok = subprocess.run(
+        [sys.executable, str(script), "--params", str(params_file), "--no-promote"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "quality gate passed" in ok.stdout
+
+
+def test_resume_continues_from_the_last_epoch(trained, tiny_project):
+    """Last in the file: it rewrites the run's checkpoints, which the tests above read."""
+    from catsdogs.train import run_training
+
+    params = tiny_project.model_copy(update={"train": tiny_project.train.model_copy(update={"epochs": 2})})
+    resumed = run_training(params, resume=True, register=False)
+    assert resumed.run_id == trained.run_id
+    assert [h["epoch"] for h in resumed.history] == [1, 2]
+    assert len(mlflow.MlflowClient().get_metric_history(trained.run_id, "val_accuracy")) == 2
