@@ -2,10 +2,11 @@
 
 What makes it slow, on purpose, as the seed did: PyTorch eager fp32 NCHW, full-size JPEG decode (no draft),
 and the model called synchronously inside ``async def`` (every request blocks the event loop).
-Same architecture and weights as the bundle: ``model.pt`` (a state_dict) when the bundle has one,
-otherwise random weights of the same architecture (the latency is the same).
+By default it runs the seed's model as the seed served it: ``SimpleCNN`` at 224x224 (random weights:
+only the latency matters). ``--architecture same`` runs the bundle's architecture, input size and
+weights (``model.pt``) instead, to separate the serving engineering from the model choice.
 
-    python scripts/baseline_server.py --model models --port 8001
+    python scripts/baseline_server.py --model models --port 8001 [--architecture same]
 """
 
 from __future__ import annotations
@@ -25,17 +26,20 @@ from PIL import Image
 from catsdogs.model import create_model
 from catsdogs.paths import MODELS_DIR
 
+SEED = ("simple_cnn", 224)
 
-def build_app(bundle: Path) -> FastAPI:
+
+def build_app(bundle: Path, architecture: str = "seed") -> FastAPI:
     meta = json.loads((bundle / "model.json").read_text())
     pre = meta["preprocess"]
-    size = int(pre["image_size"])
+    same = architecture == "same"
+    arch, size = (meta["architecture"], int(pre["image_size"])) if same else SEED
     mean = np.asarray(pre["mean"], dtype=np.float32)
     std = np.asarray(pre["std"], dtype=np.float32)
     classes = list(pre["class_names"])
-    model = create_model(meta["architecture"])
+    model = create_model(arch)
     weights = bundle / (meta.get("files", {}).get("torch") or "model.pt")
-    if weights.is_file():
+    if same and weights.is_file():
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         source = str(weights)
     else:
@@ -45,7 +49,13 @@ def build_app(bundle: Path) -> FastAPI:
 
     @app.get("/health")
     async def health() -> dict[str, object]:
-        return {"status": "healthy", "weights": source, "torch_threads": torch.get_num_threads()}
+        return {
+            "status": "healthy",
+            "weights": source,
+            "architecture": arch,
+            "image_size": size,
+            "torch_threads": torch.get_num_threads(),
+        }
 
     @app.post("/predict")
     async def predict(file: UploadFile = File(...)) -> dict[str, object]:
@@ -75,10 +85,17 @@ def main() -> None:
     parser.add_argument(
         "--torch-threads", type=int, default=0, help="torch.set_num_threads (0: torch's default, as the seed)"
     )
+    parser.add_argument(
+        "--architecture",
+        choices=["seed", "same"],
+        default="seed",
+        help="seed: SimpleCNN at 224 px, as the seed served it; same: the bundle's architecture and weights",
+    )
     args = parser.parse_args()
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
-    uvicorn.run(build_app(args.model), host=args.host, port=args.port, log_level="warning", access_log=False)
+    app = build_app(args.model, args.architecture)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
 
 
 if __name__ == "__main__":

@@ -227,6 +227,12 @@ def main() -> None:
         default=0,
         help="torch threads of the baseline (0: torch's default, as the seed)",
     )
+    parser.add_argument(
+        "--baseline",
+        choices=["seed", "same"],
+        default="seed",
+        help="seed: SimpleCNN at 224 px as the seed served it (default); same: the bundle's model in PyTorch eager",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
@@ -254,11 +260,12 @@ def main() -> None:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         cmd = [sys.executable, str(Path(__file__).with_name("baseline_server.py")), "--model", str(model)]
-        cmd += ["--torch-threads", str(args.baseline_threads)]
+        cmd += ["--torch-threads", str(args.baseline_threads), "--architecture", args.baseline]
         with running([*cmd, "--port", str(port)], url, "/health", env) as proc:
             health = httpx.get(url + "/health").json()
             random_weights = ", random weights" if health["weights"] == "random weights" else ""
-            label = f"baseline (torch fp32, {health['torch_threads']} thr{random_weights})"
+            model_desc = f"{health['architecture']} {health['image_size']}px"
+            label = f"baseline ({model_desc}, torch fp32, {health['torch_threads']} thr{random_weights})"
             base = bench_server(label, url, proc.pid, images, args)
 
     print_table(ours, base, args.concurrency)

@@ -52,7 +52,12 @@ def run_evaluation(params: Params, *, checkpoint: Path | None = None, output: Pa
     probs, labels = predict_proba(model, loader, create_transform(cfg), torch.device("cpu"), bf16=False)
     metrics = test_metrics(probs, labels)
     metrics.update(
-        {"model": ckpt["model_name"], "image_size": cfg.image_size, "checkpoint_epoch": ckpt["state"]["epoch"]}
+        {
+            "model": ckpt["model_name"],
+            "image_size": cfg.image_size,
+            "tta": params.inference.tta,
+            "checkpoint_epoch": ckpt["state"]["epoch"],
+        }
     )
 
     output = output or params.path("reports/metrics.json")

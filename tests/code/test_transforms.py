@@ -160,3 +160,18 @@ def test_draft_decoding_of_large_jpeg_matches_full_decode(uploads_dir):
     fast = resize(load_image(data, target_size=128), cfg).astype(np.float32)
     full = resize(load_image(data), cfg).astype(np.float32)
     assert np.abs(fast - full).mean() < 4.0
+
+
+def test_image_stats_are_exact_on_large_arrays():
+    """Regression: float32 accumulation over millions of pixels returned the same wrong mean for every channel."""
+    from catsdogs.transforms import image_stats
+
+    rng = np.random.default_rng(0)
+    pixels = np.empty((600, 64, 64, 3), dtype=np.uint8)
+    for c, (lo, hi) in enumerate(((100, 160), (50, 110), (0, 60))):
+        pixels[..., c] = rng.integers(lo, hi, size=pixels.shape[:3])
+    mean, std = image_stats(pixels)
+    expected = pixels.reshape(-1, 3).astype(np.float64) / 255.0
+    np.testing.assert_allclose(mean, expected.mean(axis=0), atol=1e-4)
+    np.testing.assert_allclose(std, expected.std(axis=0), atol=1e-4)
+    assert mean[0] > mean[1] > mean[2]
