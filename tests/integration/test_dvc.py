@@ -35,6 +35,7 @@ def test_dvc_repro_runs_the_whole_pipeline(tmp_path, kaggle_train_dir):
 
     assert run("git", "init", "-q").returncode == 0
     assert run(str(bin_dir / "dvc"), "init", "-q").returncode == 0
+    shutil.copy(PROJECT_ROOT / ".dvc" / "config", tmp_path / ".dvc" / "config")  # the project's default remote
     first = run(str(bin_dir / "dvc"), "repro")
     assert first.returncode == 0, first.stdout + first.stderr
     for stage in ("prepare", "train", "evaluate", "export"):
@@ -55,3 +56,14 @@ def test_dvc_repro_runs_the_whole_pipeline(tmp_path, kaggle_train_dir):
     assert third.returncode == 0
     assert "Running stage 'export'" in third.stdout and "Running stage 'train'" not in third.stdout
     assert not (tmp_path / "models" / "model.int8.onnx").exists()
+
+    # the default local remote: push, lose the cached outputs, pull them back
+    assert run(str(bin_dir / "dvc"), "push").returncode == 0
+    assert (tmp_path / "dvc-storage").is_dir()
+    best = tmp_path / "artifacts" / "train" / "best.pt"
+    digest = best.read_bytes()
+    best.unlink()
+    shutil.rmtree(tmp_path / ".dvc" / "cache")
+    pulled = run(str(bin_dir / "dvc"), "pull")
+    assert pulled.returncode == 0, pulled.stdout + pulled.stderr
+    assert best.read_bytes() == digest
