@@ -39,6 +39,10 @@ BUILD_TIMEOUT_S = 900
 STARTUP_TIMEOUT_S = 120
 
 
+# How Kubernetes runs the pod (read-only root, /tmp as emptyDir, no capabilities): the container must work so.
+HARDENED_RUN_ARGS = ("--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges")
+
+
 def _version() -> str:
     with (PROJECT_ROOT / "pyproject.toml").open("rb") as f:
         return str(tomllib.load(f)["project"]["version"])
@@ -199,13 +203,7 @@ def container(docker: Docker, image: dict[str, Any], request: pytest.FixtureRequ
         _start(
             docker,
             name,
-            "--read-only",
-            "--tmpfs",
-            "/tmp",
-            "--cap-drop",
-            "ALL",
-            "--security-opt",
-            "no-new-privileges",
+            *HARDENED_RUN_ARGS,
             "-e",
             "CATSDOGS_HOST=127.0.0.1",
             "-e",
@@ -390,13 +388,7 @@ def test_stops_cleanly_on_sigterm(image: dict[str, Any], docker: Docker) -> None
         _start(
             docker,
             name,
-            "--read-only",
-            "--tmpfs",
-            "/tmp",
-            "--cap-drop",
-            "ALL",
-            "--security-opt",
-            "no-new-privileges",
+            *HARDENED_RUN_ARGS,
             "-e",
             "CATSDOGS_HOST=127.0.0.1",
             "-e",
