@@ -105,6 +105,7 @@ def train(
     lr: Annotated[float | None, typer.Option(help="Peak learning rate (AdamW, one-cycle cosine).")] = None,
     image_size: Annotated[int | None, typer.Option(help="Input size in pixels (square).")] = None,
     model: Annotated[str | None, typer.Option(help="Architecture: resnet_small | simple_cnn.")] = None,
+    dropout: Annotated[float | None, typer.Option(help="Dropout before the classifier (the seed's: 0.5).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Raw image folder; prepares a manifest for it first.")] = None,
     limit: Annotated[int | None, typer.Option(help="Train on a class-balanced subset of N images.")] = None,
     output_dir: Annotated[Path | None, typer.Option(help="Where checkpoints and run outputs go.")] = None,
@@ -131,6 +132,7 @@ def train(
             "train.lr": lr,
             "model.image_size": image_size,
             "model.name": model,
+            "model.dropout": dropout,
             "data.source": str(data_dir.resolve()) if data_dir else None,
             "data.limit": limit,
             "train.output_dir": str(output_dir.resolve()) if output_dir else None,
@@ -157,10 +159,72 @@ def evaluate(
 
     from catsdogs.config import load_params
     from catsdogs.evaluate import run_evaluation
+    from catsdogs.train import reexec_with_malloc_tunables
 
+    reexec_with_malloc_tunables()
     _setup_logging(verbose)
     metrics = run_evaluation(load_params(params), checkpoint=checkpoint, output=output)
     typer.echo(json.dumps(metrics, indent=2))
+
+
+@app.command("tune-inference")
+def tune_inference(
+    sizes: Annotated[str, typer.Option(help="Comma-separated inference sizes in pixels.")] = "128,144,160,176",
+    tta: Annotated[str, typer.Option(help="Comma-separated test-time augmentations: none, flip.")] = "none,flip",
+    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint (default: best.pt of the training run).")] = None,
+    output: Annotated[Path | None, typer.Option(help="Results JSON (default: reports/inference_sweep.json).")] = None,
+    params: ParamsOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Validation accuracy for each inference size x TTA: how `inference.*` in params.yaml is chosen."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from catsdogs.config import load_params
+    from catsdogs.evaluate import recommend, sweep_inference
+    from catsdogs.train import reexec_with_malloc_tunables
+
+    reexec_with_malloc_tunables()
+
+    _setup_logging(verbose)
+    try:
+        size_list = [int(s) for s in sizes.split(",") if s.strip()]
+    except ValueError:
+        _fail(f"--sizes must be comma-separated integers, got {sizes!r}")
+    tta_list = [t.strip() for t in tta.split(",") if t.strip()]
+    if bad := [t for t in tta_list if t not in ("none", "flip")]:
+        _fail(f"unknown --tta value(s) {bad}; choose none and/or flip")
+    p = load_params(params)
+    rows = sweep_inference(p, size_list, tta_list, checkpoint=checkpoint)
+    best = max(rows, key=lambda r: (r["accuracy"], -r["log_loss"]))
+    pick = recommend(rows)
+    out = output or p.path("reports/inference_sweep.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"split": "val", "rows": rows, "best": best, "recommended": pick}, indent=2) + "\n")
+
+    table = Table(title=f"validation split ({rows[0]['n']} images)")
+    for col in ("image_size", "tta", "accuracy", "log_loss", "relative_cost", ""):
+        table.add_column(col, justify="right")
+    current = (p.inference.image_size or None, p.inference.tta)
+    for r in rows:
+        note = " ".join(n for n, hit in (("best", r is best), ("recommended", r is pick)) if hit)
+        style = "bold" if (r["image_size"], r["tta"]) == current else None
+        table.add_row(
+            str(r["image_size"]),
+            r["tta"],
+            f"{r['accuracy']:.4f}",
+            f"{r['log_loss']:.4f}",
+            f"{r['relative_cost']:.2f}",
+            note,
+            style=style,
+        )
+    Console().print(table)
+    typer.echo(
+        f"recommended (cheapest within one standard error of the best): image_size={pick['image_size']} "
+        f"tta={pick['tta']}; set it under `inference:` in params.yaml (bold row = current). Wrote {out}"
+    )
 
 
 @app.command()
@@ -176,7 +240,9 @@ def export(
 
     from catsdogs.config import load_params
     from catsdogs.export import run_export
+    from catsdogs.train import reexec_with_malloc_tunables
 
+    reexec_with_malloc_tunables()
     _setup_logging(verbose)
     p = load_params(params, {"export.quantize": quantize})
     report = run_export(p, checkpoint=checkpoint, output_dir=output_dir)

@@ -64,6 +64,9 @@ class TrainParams(_Strict):
 class InferenceParams(_Strict):
     # Test-time augmentation, part of the exported model: evaluate/export/serving, never the training loop.
     tta: Literal["none", "flip"] = "none"
+    # Test-time input size; None = the training size. Training with random-resized crops makes
+    # objects look larger than in a plain resize, so a larger test size can match them (FixRes).
+    image_size: int | None = Field(default=None, ge=32, le=1024)
 
 
 class ExportParams(_Strict):

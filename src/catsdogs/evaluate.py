@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from catsdogs.config import Params
 from catsdogs.data import CLASSES
 from catsdogs.model import with_tta
 from catsdogs.plots import classification_report_text, confusion, confusion_matrix, roc_curve
-from catsdogs.train import ArrayLoader, classification_metrics, load_checkpoint, load_splits, predict_proba
+from catsdogs.train import ArrayLoader, classification_metrics, load_checkpoint, load_split, predict_proba
 from catsdogs.transforms import PreprocessConfig, create_transform
 
 log = logging.getLogger(__name__)
@@ -38,24 +39,36 @@ def test_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     }
 
 
-def run_evaluation(params: Params, *, checkpoint: Path | None = None, output: Path | None = None) -> dict[str, Any]:
-    ckpt_path = checkpoint or params.path(params.train.output_dir) / "best.pt"
-    if not ckpt_path.exists():
-        raise FileNotFoundError(f"no checkpoint at {ckpt_path}: run `catsdogs train` first")
-    model, cfg, ckpt = load_checkpoint(ckpt_path)
-    model = with_tta(model, params.inference.tta)
+def _checkpoint_path(params: Params, checkpoint: Path | None) -> Path:
+    path = checkpoint or params.path(params.train.output_dir) / "best.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}: run `catsdogs train` first")
+    return path
+
+
+def _predict_split(
+    params: Params, ckpt_path: Path, split: str, *, image_size: int | None, tta: str
+) -> tuple[np.ndarray, np.ndarray, PreprocessConfig, dict[str, Any]]:
+    model, cfg, ckpt = load_checkpoint(ckpt_path, image_size=image_size)
     prepared_dir = Path(ckpt.get("prepared_dir") or params.path(params.data.prepared_dir))
-    splits, _ = load_splits(params, prepared_dir, PreprocessConfig(image_size=cfg.image_size), progress=False)
-    test = splits["test"]
-    loader = ArrayLoader(test.pixels, test.labels, 256, shuffle=False)
+    data = load_split(params, prepared_dir, PreprocessConfig(image_size=cfg.image_size), split)
+    loader = ArrayLoader(data.pixels, data.labels, 256, shuffle=False)
     # fp32: the numbers must describe the exported model, not the bf16 training graph.
-    probs, labels = predict_proba(model, loader, create_transform(cfg), torch.device("cpu"), bf16=False)
+    probs, labels = predict_proba(with_tta(model, tta), loader, create_transform(cfg), torch.device("cpu"), bf16=False)
+    return probs, labels, cfg, ckpt
+
+
+def run_evaluation(params: Params, *, checkpoint: Path | None = None, output: Path | None = None) -> dict[str, Any]:
+    ckpt_path = _checkpoint_path(params, checkpoint)
+    inf = params.inference
+    probs, labels, cfg, ckpt = _predict_split(params, ckpt_path, "test", image_size=inf.image_size, tta=inf.tta)
     metrics = test_metrics(probs, labels)
     metrics.update(
         {
             "model": ckpt["model_name"],
             "image_size": cfg.image_size,
-            "tta": params.inference.tta,
+            "train_image_size": ckpt.get("params", {}).get("model", {}).get("image_size"),
+            "tta": inf.tta,
             "checkpoint_epoch": ckpt["state"]["epoch"],
         }
     )
@@ -89,3 +102,47 @@ def run_evaluation(params: Params, *, checkpoint: Path | None = None, output: Pa
             for png in plots_dir.glob("test_*.png"):
                 mlflow.log_artifact(str(png), "plots")
     return metrics
+
+
+def sweep_inference(
+    params: Params, sizes: list[int], ttas: list[str], *, checkpoint: Path | None = None, split: str = "val"
+) -> list[dict[str, Any]]:
+    """Accuracy and log loss for each inference size x TTA on a tuning split.
+
+    This is how ``inference.image_size`` and ``inference.tta`` are chosen. The test split
+    is refused: choosing on it would make the reported test accuracy optimistic.
+    """
+    if split == "test":
+        raise ValueError("inference settings are chosen on the validation split, never on test")
+    ckpt_path = _checkpoint_path(params, checkpoint)
+    train_size = torch.load(ckpt_path, map_location="cpu", weights_only=False)["preprocess"]["image_size"]
+    rows = []
+    for size in sizes:
+        for tta in ttas:
+            probs, labels, _, _ = _predict_split(params, ckpt_path, split, image_size=size, tta=tta)
+            m = classification_metrics(probs, labels)
+            rows.append(
+                {
+                    "image_size": size,
+                    "tta": tta,
+                    "accuracy": round(m["accuracy"], 6),
+                    "log_loss": round(m["loss"], 6),
+                    # compute per image relative to one pass at the training size
+                    "relative_cost": round((size / train_size) ** 2 * (2 if tta == "flip" else 1), 2),
+                    "n": len(labels),
+                }
+            )
+            log.info("%s: %dpx tta=%s accuracy %.4f log_loss %.4f", split, size, tta, m["accuracy"], m["loss"])
+    return rows
+
+
+def recommend(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The one-standard-error rule: the cheapest setting within one standard error of the best accuracy.
+
+    Differences smaller than the sampling noise of the tuning split are not worth paying
+    for in serving latency.
+    """
+    best = max(rows, key=lambda r: (r["accuracy"], -r["log_loss"]))
+    se = math.sqrt(best["accuracy"] * (1 - best["accuracy"]) / best["n"])
+    close = [r for r in rows if r["accuracy"] >= best["accuracy"] - se]
+    return min(close, key=lambda r: (r["relative_cost"], -r["accuracy"]))

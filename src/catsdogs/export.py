@@ -131,7 +131,7 @@ def run_export(params: Params, *, checkpoint: Path | None = None, output_dir: Pa
         raise FileNotFoundError(f"no checkpoint at {ckpt_path}: run `catsdogs train` first")
     out = output_dir or params.path(params.export.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model, cfg, ckpt = load_checkpoint(ckpt_path)
+    model, cfg, ckpt = load_checkpoint(ckpt_path, image_size=params.inference.image_size)
     prepared_dir = Path(ckpt.get("prepared_dir") or params.path(params.data.prepared_dir))
     splits, _ = load_splits(params, prepared_dir, PreprocessConfig(image_size=cfg.image_size), progress=False)
     transform = create_transform(cfg)
@@ -233,6 +233,18 @@ def _log_bundle(meta: dict[str, Any], bundle: Path) -> None:
             mlflow.log_metric("onnx_max_prob_diff", meta["export"]["onnx"]["max_prob_diff_vs_torch"])
 
 
+def _train_size_note(meta: dict[str, Any]) -> str:
+    trained = meta["params"].get("model", {}).get("image_size")
+    served = meta["preprocess"]["image_size"]
+    if not trained or trained == served:
+        return ""
+    return (
+        f"\n- Trained at {trained}x{trained}, served at {served}x{served} (`inference.image_size`, chosen on the"
+        " validation split with `catsdogs tune-inference`): random-resized-crop training makes animals look"
+        " larger than a plain resize does, and a larger test size matches them again (FixRes)."
+    )
+
+
 def model_card(meta: dict[str, Any], prepared_dir: Path) -> str:
     stats_file = prepared_dir / "stats.json"
     stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
@@ -255,7 +267,7 @@ Binary image classifier: is the pet in the photo a **cat** or a **dog**?
 
 ## Model
 - Architecture: `{meta["architecture"]}` ({meta["parameters"]:,} parameters), input {meta["preprocess"]["image_size"]}x{meta["preprocess"]["image_size"]} RGB,
-  squash-resized (bilinear), normalised with the training split's mean {meta["preprocess"]["mean"]} / std {meta["preprocess"]["std"]}.
+  squash-resized (bilinear), normalised with the training split's mean {meta["preprocess"]["mean"]} / std {meta["preprocess"]["std"]}.{_train_size_note(meta)}
 - Files: `model.onnx` (fp32){", `model.int8.onnx` (static INT8, QDQ)" if meta["files"]["onnx_int8"] else ""}, `model.pt` (PyTorch state dict), `model.json` (metadata + preprocessing).
 - Test-time augmentation inside the exported graph: `{meta["tta"]}`{" (logits averaged with the mirrored image)" if meta["tta"] == "flip" else ""}.
 - Default serving backend: `{meta["default_backend"]}`.

@@ -7,6 +7,7 @@ in bf16 autocast with channels_last memory (oneDNN uses AMX only in that layout)
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -135,6 +136,16 @@ def load_splits(
         mask = split_of == split
         out[split] = SplitData(np.ascontiguousarray(pixels[mask]), labels[mask])
     return out, manifest
+
+
+def load_split(params: Params, prepared_dir: Path, cfg: PreprocessConfig, split: str) -> SplitData:
+    """One split only (decodes and caches just its images: cheap for evaluation at a new size)."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    records = [r for r in read_manifest(prepared_dir / "manifest.csv") if r.split == split]
+    source = Path(json.loads((prepared_dir / "stats.json").read_text())["source"])
+    pixels, labels = build_cache(records, source, cfg, params.path(params.data.cache_dir))
+    return SplitData(pixels, labels)
 
 
 # --- the loop ------------------------------------------------------------------------
@@ -469,12 +480,19 @@ def log_and_register(model: nn.Module, cfg: PreprocessConfig, register: bool) ->
 
 
 def load_checkpoint(
-    path: Path, device: str | torch.device = "cpu"
+    path: Path, device: str | torch.device = "cpu", *, image_size: int | None = None
 ) -> tuple[nn.Module, PreprocessConfig, dict[str, Any]]:
-    """A trained model (eval mode) and its preprocessing from a checkpoint file."""
+    """A trained model (eval mode) and its preprocessing from a checkpoint file.
+
+    ``image_size`` sets the inference input size (``inference.image_size``); the fitted
+    normalisation is kept. Both architectures pool globally, so any size runs.
+    """
     ckpt = torch.load(path, map_location=device, weights_only=False)
     model = create_model(
         ckpt["model_name"], num_classes=len(ckpt["preprocess"]["class_names"]), dropout=ckpt["dropout"]
     )
     model.load_state_dict(ckpt["model"])
-    return model.eval(), PreprocessConfig.from_dict(ckpt["preprocess"]), ckpt
+    cfg = PreprocessConfig.from_dict(ckpt["preprocess"])
+    if image_size:
+        cfg = dataclasses.replace(cfg, image_size=image_size)
+    return model.eval(), cfg, ckpt

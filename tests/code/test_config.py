@@ -30,6 +30,8 @@ def test_overrides_apply_and_none_keeps_value():
         ("train: {bf16: maybe}", "bf16"),
         ("data: {val_fraction: 0.3, test_fraction: 0.3}", "below 0.5"),
         ("model: {unknown_key: 1}", "unknown_key"),
+        ("inference: {image_size: 8}", "image_size"),
+        ("inference: {tta: rotate}", "tta"),
     ],
 )
 def test_invalid_params_are_rejected_with_the_field_named(tmp_path, yaml_text, message):

@@ -75,9 +75,16 @@ def test_evaluate_export_and_gate(trained, tiny_project):
     assert report["onnx"]["max_prob_diff_vs_torch"] < 1e-4
     bundle = tiny_project.path("models")
     meta = json.loads((bundle / "model.json").read_text())
-    assert meta["architecture"] == "simple_cnn" and meta["preprocess"]["image_size"] == 48
+    # trained at 48 px, evaluated, exported and served at inference.image_size = 56 px
+    assert metrics["image_size"] == 56 and metrics["train_image_size"] == 48
+    assert meta["architecture"] == "simple_cnn" and meta["preprocess"]["image_size"] == 56
     assert meta["metrics"]["accuracy"] == metrics["accuracy"]
-    assert (bundle / "model.onnx").exists() and (bundle / "MODEL_CARD.md").read_text().startswith("# Model card")
+    import onnx
+
+    dims = onnx.load(str(bundle / "model.onnx")).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims[1:]] == [3, 56, 56]
+    card = (bundle / "MODEL_CARD.md").read_text()
+    assert card.startswith("# Model card") and "Trained at 48x48, served at 56x56" in card
     int8 = report["int8"]
     assert (bundle / "model.int8.onnx").exists() == int8["kept"]
     assert int8["kept"] == (int8["accuracy_drop"] <= tiny_project.export.int8_max_accuracy_drop)
@@ -88,6 +95,31 @@ def test_evaluate_export_and_gate(trained, tiny_project):
     passed = run_gate(tiny_project)
     assert passed.passed, passed.checks
     assert str(mlflow.MlflowClient().get_model_version_by_alias("catsdogs", "champion").version) == passed.promoted
+
+
+def test_tune_inference_sweeps_the_validation_split(trained, tiny_project, tmp_path):
+    from catsdogs.evaluate import sweep_inference
+
+    params_file = tiny_project.base_dir / "params.yaml"
+    out = tmp_path / "sweep.json"
+    result = CliRunner().invoke(
+        app, ["tune-inference", "--params", str(params_file), "--sizes", "48,64", "--output", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    sweep = json.loads(out.read_text())
+    rows = {(r["image_size"], r["tta"]): r for r in sweep["rows"]}
+    assert set(rows) == {(48, "none"), (48, "flip"), (64, "none"), (64, "flip")}
+    assert rows[(48, "none")]["relative_cost"] == 1.0 and rows[(64, "flip")]["relative_cost"] == round(
+        (64 / 48) ** 2 * 2, 2
+    )
+    stats = json.loads((tiny_project.path(tiny_project.data.prepared_dir) / "stats.json").read_text())
+    n_val = sum(stats["counts"]["val"].values())
+    assert all(r["n"] == n_val and 0.0 <= r["accuracy"] <= 1.0 for r in rows.values())
+    assert sweep["best"] == max(sweep["rows"], key=lambda r: (r["accuracy"], -r["log_loss"]))
+    with pytest.raises(ValueError, match="never on test"):
+        sweep_inference(tiny_project, [48], ["none"], split="test")
+    bad = CliRunner().invoke(app, ["tune-inference", "--params", str(params_file), "--sizes", "big"])
+    assert bad.exit_code == 2 and "comma-separated integers" in bad.output
 
 
 def test_gate_fails_with_the_reason(trained, tiny_project, tmp_path):
@@ -127,6 +159,7 @@ def test_cli_help_for_every_command():
         ["train", "--help"],
         ["evaluate", "--help"],
         ["export", "--help"],
+        ["tune-inference", "--help"],
         ["validate", "--help"],
     ):
         result = runner.invoke(app, cmd)
