@@ -187,12 +187,13 @@ def tune_inference(
     from catsdogs.train import reexec_with_malloc_tunables
 
     reexec_with_malloc_tunables()
-
     _setup_logging(verbose)
     try:
         size_list = [int(s) for s in sizes.split(",") if s.strip()]
     except ValueError:
         _fail(f"--sizes must be comma-separated integers, got {sizes!r}")
+    if not size_list or any(not 32 <= n <= 1024 for n in size_list):
+        _fail(f"--sizes must list sizes between 32 and 1024 pixels, got {sizes!r}")
     tta_list = [t.strip() for t in tta.split(",") if t.strip()]
     if bad := [t for t in tta_list if t not in ("none", "flip")]:
         _fail(f"unknown --tta value(s) {bad}; choose none and/or flip")
@@ -207,7 +208,7 @@ def tune_inference(
     table = Table(title=f"validation split ({rows[0]['n']} images)")
     for col in ("image_size", "tta", "accuracy", "log_loss", "relative_cost", ""):
         table.add_column(col, justify="right")
-    current = (p.inference.image_size or None, p.inference.tta)
+    current = (p.inference.image_size, p.inference.tta)
     for r in rows:
         note = " ".join(n for n, hit in (("best", r is best), ("recommended", r is pick)) if hit)
         style = "bold" if (r["image_size"], r["tta"]) == current else None

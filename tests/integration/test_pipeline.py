@@ -120,6 +120,8 @@ def test_tune_inference_sweeps_the_validation_split(trained, tiny_project, tmp_p
         sweep_inference(tiny_project, [48], ["none"], split="test")
     bad = CliRunner().invoke(app, ["tune-inference", "--params", str(params_file), "--sizes", "big"])
     assert bad.exit_code == 2 and "comma-separated integers" in bad.output
+    tiny = CliRunner().invoke(app, ["tune-inference", "--params", str(params_file), "--sizes", "8,48"])
+    assert tiny.exit_code == 2 and "between 32 and 1024" in tiny.output
 
 
 def test_gate_fails_with_the_reason(trained, tiny_project, tmp_path):
