@@ -183,7 +183,7 @@ def tune_inference(
     from rich.table import Table
 
     from catsdogs.config import load_params
-    from catsdogs.evaluate import recommend, sweep_inference
+    from catsdogs.evaluate import best_setting, recommend, sweep_inference
     from catsdogs.train import reexec_with_malloc_tunables
 
     reexec_with_malloc_tunables()
@@ -199,8 +199,7 @@ def tune_inference(
         _fail(f"unknown --tta value(s) {bad}; choose none and/or flip")
     p = load_params(params)
     rows = sweep_inference(p, size_list, tta_list, checkpoint=checkpoint)
-    best = max(rows, key=lambda r: (r["accuracy"], -r["log_loss"]))
-    pick = recommend(rows)
+    best, pick = best_setting(rows), recommend(rows)
     out = output or p.path("reports/inference_sweep.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"split": "val", "rows": rows, "best": best, "recommended": pick}, indent=2) + "\n")

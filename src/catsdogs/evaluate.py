@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -15,7 +16,14 @@ from catsdogs.config import Params
 from catsdogs.data import CLASSES
 from catsdogs.model import with_tta
 from catsdogs.plots import classification_report_text, confusion, confusion_matrix, roc_curve
-from catsdogs.train import ArrayLoader, classification_metrics, load_checkpoint, load_split, predict_proba
+from catsdogs.train import (
+    ArrayLoader,
+    SplitData,
+    classification_metrics,
+    load_checkpoint,
+    load_split,
+    predict_proba,
+)
 from catsdogs.transforms import PreprocessConfig, create_transform
 
 log = logging.getLogger(__name__)
@@ -39,29 +47,30 @@ def test_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _checkpoint_path(params: Params, checkpoint: Path | None) -> Path:
+def _load(
+    params: Params, checkpoint: Path | None, image_size: int | None = None
+) -> tuple[torch.nn.Module, PreprocessConfig, dict[str, Any], Path]:
+    """Model, preprocessing, raw checkpoint and the prepared-data folder it was trained on."""
     path = checkpoint or params.path(params.train.output_dir) / "best.pt"
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}: run `catsdogs train` first")
-    return path
-
-
-def _predict_split(
-    params: Params, ckpt_path: Path, split: str, *, image_size: int | None, tta: str
-) -> tuple[np.ndarray, np.ndarray, PreprocessConfig, dict[str, Any]]:
-    model, cfg, ckpt = load_checkpoint(ckpt_path, image_size=image_size)
+    model, cfg, ckpt = load_checkpoint(path, image_size=image_size)
     prepared_dir = Path(ckpt.get("prepared_dir") or params.path(params.data.prepared_dir))
-    data = load_split(params, prepared_dir, PreprocessConfig(image_size=cfg.image_size), split)
+    return model, cfg, ckpt, prepared_dir
+
+
+def _predict(model: torch.nn.Module, cfg: PreprocessConfig, data: SplitData, tta: str) -> np.ndarray:
     loader = ArrayLoader(data.pixels, data.labels, 256, shuffle=False)
     # fp32: the numbers must describe the exported model, not the bf16 training graph.
-    probs, labels = predict_proba(with_tta(model, tta), loader, create_transform(cfg), torch.device("cpu"), bf16=False)
-    return probs, labels, cfg, ckpt
+    probs, _ = predict_proba(with_tta(model, tta), loader, create_transform(cfg), torch.device("cpu"), bf16=False)
+    return probs
 
 
 def run_evaluation(params: Params, *, checkpoint: Path | None = None, output: Path | None = None) -> dict[str, Any]:
-    ckpt_path = _checkpoint_path(params, checkpoint)
     inf = params.inference
-    probs, labels, cfg, ckpt = _predict_split(params, ckpt_path, "test", image_size=inf.image_size, tta=inf.tta)
+    model, cfg, ckpt, prepared_dir = _load(params, checkpoint, inf.image_size)
+    test = load_split(params, prepared_dir, cfg, "test")
+    probs, labels = _predict(model, cfg, test, inf.tta), test.labels
     metrics = test_metrics(probs, labels)
     metrics.update(
         {
@@ -114,13 +123,13 @@ def sweep_inference(
     """
     if split == "test":
         raise ValueError("inference settings are chosen on the validation split, never on test")
-    ckpt_path = _checkpoint_path(params, checkpoint)
-    train_size = torch.load(ckpt_path, map_location="cpu", weights_only=False)["preprocess"]["image_size"]
+    model, train_cfg, _, prepared_dir = _load(params, checkpoint)
     rows = []
     for size in sizes:
+        cfg = dataclasses.replace(train_cfg, image_size=size)
+        data = load_split(params, prepared_dir, cfg, split)
         for tta in ttas:
-            probs, labels, _, _ = _predict_split(params, ckpt_path, split, image_size=size, tta=tta)
-            m = classification_metrics(probs, labels)
+            m = classification_metrics(_predict(model, cfg, data, tta), data.labels)
             rows.append(
                 {
                     "image_size": size,
@@ -128,12 +137,17 @@ def sweep_inference(
                     "accuracy": round(m["accuracy"], 6),
                     "log_loss": round(m["loss"], 6),
                     # compute per image relative to one pass at the training size
-                    "relative_cost": round((size / train_size) ** 2 * (2 if tta == "flip" else 1), 2),
-                    "n": len(labels),
+                    "relative_cost": round((size / train_cfg.image_size) ** 2 * (2 if tta == "flip" else 1), 2),
+                    "n": len(data.labels),
                 }
             )
             log.info("%s: %dpx tta=%s accuracy %.4f log_loss %.4f", split, size, tta, m["accuracy"], m["loss"])
     return rows
+
+
+def best_setting(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The most accurate row; lower log loss breaks ties."""
+    return max(rows, key=lambda r: (r["accuracy"], -r["log_loss"]))
 
 
 def recommend(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -142,7 +156,7 @@ def recommend(rows: list[dict[str, Any]]) -> dict[str, Any]:
     Differences smaller than the sampling noise of the tuning split are not worth paying
     for in serving latency.
     """
-    best = max(rows, key=lambda r: (r["accuracy"], -r["log_loss"]))
+    best = best_setting(rows)
     se = math.sqrt(best["accuracy"] * (1 - best["accuracy"]) / best["n"])
     close = [r for r in rows if r["accuracy"] >= best["accuracy"] - se]
     return min(close, key=lambda r: (r["relative_cost"], -r["accuracy"]))

@@ -128,8 +128,9 @@ def load_splits(
     """Decoded uint8 arrays per split (through the shared ``resize`` step) + the manifest path."""
     manifest = prepared_dir / "manifest.csv"
     records = read_manifest(manifest)
-    source = Path(json.loads((prepared_dir / "stats.json").read_text())["source"])
-    pixels, labels = build_cache(records, source, cfg, params.path(params.data.cache_dir), progress=progress)
+    pixels, labels = build_cache(
+        records, _raw_source(prepared_dir), cfg, params.path(params.data.cache_dir), progress=progress
+    )
     split_of = np.asarray([r.split for r in records])
     out = {}
     for split in SPLITS:
@@ -143,9 +144,13 @@ def load_split(params: Params, prepared_dir: Path, cfg: PreprocessConfig, split:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     records = [r for r in read_manifest(prepared_dir / "manifest.csv") if r.split == split]
-    source = Path(json.loads((prepared_dir / "stats.json").read_text())["source"])
-    pixels, labels = build_cache(records, source, cfg, params.path(params.data.cache_dir))
+    pixels, labels = build_cache(records, _raw_source(prepared_dir), cfg, params.path(params.data.cache_dir))
     return SplitData(pixels, labels)
+
+
+def _raw_source(prepared_dir: Path) -> Path:
+    """The raw image folder the manifest's relative paths point into."""
+    return Path(json.loads((prepared_dir / "stats.json").read_text())["source"])
 
 
 # --- the loop ------------------------------------------------------------------------

@@ -5,7 +5,8 @@ from __future__ import annotations
 import io
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,22 @@ def spy_on_model(client: TestClient, gate: threading.Event | None = None) -> Run
     spy = RunSpy(predictor.session, gate)
     predictor.session = spy  # type: ignore[assignment]
     return spy
+
+
+@contextmanager
+def prediction_held_in_model(client: TestClient) -> Iterator[tuple[RunSpy, dict[str, Any]]]:
+    """One /predict from a thread, held inside the model until the block ends; its response is ``result["r"]``."""
+    gate = threading.Event()
+    spy = spy_on_model(client, gate)
+    result: dict[str, Any] = {}
+    worker = threading.Thread(target=lambda: result.update(r=post_image(client, encode(solid(RED), "JPEG"))))
+    worker.start()
+    try:
+        assert spy.started.wait(10)
+        yield spy, result
+    finally:
+        gate.set()
+        worker.join(10)
 
 
 # --- info, health, readiness ------------------------------------------------------------------------------
@@ -187,19 +204,10 @@ def test_request_id_is_echoed(client: TestClient) -> None:
 
 
 def test_inference_runs_in_a_worker_thread_and_never_blocks_the_loop(client: TestClient) -> None:
-    gate = threading.Event()
-    spy = spy_on_model(client, gate)
-    result: dict[str, Any] = {}
-    worker = threading.Thread(target=lambda: result.update(r=post_image(client, encode(solid(RED), "JPEG"))))
-    worker.start()
-    try:
-        assert spy.started.wait(10)
+    with prediction_held_in_model(client) as (spy, result):
         start = time.perf_counter()
         assert client.get("/health").status_code == 200  # the loop answers while the model "runs"
         assert time.perf_counter() - start < 2
-    finally:
-        gate.set()
-        worker.join(10)
     assert result["r"].status_code == 200
     assert spy.threads and spy.threads[0] != threading.main_thread().name
 
@@ -488,21 +496,12 @@ def test_reload_swaps_atomically_in_flight_requests_finish_on_the_old_model(
 ) -> None:
     client = make_client(admin_token="s3cret")
     auth = {"Authorization": "Bearer s3cret"}
-    gate = threading.Event()
-    spy = spy_on_model(client, gate)
-    result: dict[str, Any] = {}
-    worker = threading.Thread(target=lambda: result.update(r=post_image(client, encode(solid(RED), "JPEG"))))
-    worker.start()
-    try:
-        assert spy.started.wait(10)  # a request is inside the old model
+    with prediction_held_in_model(client) as (_, result):  # a request is inside the old model
         r = client.post("/admin/reload", json={"model_path": str(tiny_bundle_v2)}, headers=auth)
         assert r.status_code == 200, r.text
         assert r.json()["previous_version"] == "1.0.0-test" and r.json()["model_version"] == "2.0.0-test"
         # New requests already use the new model while the old one is still busy.
         assert post_image(client, encode(solid(BLUE), "JPEG")).json()["model_version"] == "2.0.0-test"
-    finally:
-        gate.set()
-        worker.join(10)
     assert result["r"].status_code == 200 and result["r"].json()["model_version"] == "1.0.0-test"
     assert client.get("/model").json()["version"] == "2.0.0-test"
     metrics = client.get("/metrics").text

@@ -174,6 +174,12 @@ def _start(docker: Docker, name: str, *run_args: str) -> None:
     docker("run", "-d", "--name", name, "--network", "host", *run_args, IMAGE)
 
 
+def _serve_hardened(docker: Docker, name: str, port: int, *run_args: str) -> None:
+    """Start the image as Kubernetes runs it (HARDENED_RUN_ARGS) on ``port`` and wait until it serves."""
+    _start(docker, name, *HARDENED_RUN_ARGS, "-e", "CATSDOGS_HOST=127.0.0.1", "-e", f"CATSDOGS_PORT={port}", *run_args)
+    _wait_until_serving(docker, name, f"http://127.0.0.1:{port}")
+
+
 def _wait_until_serving(docker: Docker, name: str, url: str) -> None:
     """Until every worker has its model: /ready answered 200 ten times in a row (any worker may answer)."""
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -200,18 +206,7 @@ def container(docker: Docker, image: dict[str, Any], request: pytest.FixtureRequ
     failed_before = request.session.testsfailed
     try:
         start = time.perf_counter()
-        _start(
-            docker,
-            name,
-            *HARDENED_RUN_ARGS,
-            "-e",
-            "CATSDOGS_HOST=127.0.0.1",
-            "-e",
-            f"CATSDOGS_PORT={port}",
-            "-e",
-            "CATSDOGS_WORKERS=2",
-        )
-        _wait_until_serving(docker, name, url)
+        _serve_hardened(docker, name, port, "-e", "CATSDOGS_WORKERS=2")
         _report(request.config, f"container {name} serving on {url} after {time.perf_counter() - start:.1f} s")
         yield Container(name, url)
     finally:
@@ -385,16 +380,7 @@ def test_stops_cleanly_on_sigterm(image: dict[str, Any], docker: Docker) -> None
     name = f"catsdogs-pytest-stop-{os.getpid()}"
     port = _free_port()
     try:
-        _start(
-            docker,
-            name,
-            *HARDENED_RUN_ARGS,
-            "-e",
-            "CATSDOGS_HOST=127.0.0.1",
-            "-e",
-            f"CATSDOGS_PORT={port}",
-        )
-        _wait_until_serving(docker, name, f"http://127.0.0.1:{port}")
+        _serve_hardened(docker, name, port)
         start = time.perf_counter()
         docker("stop", "-t", "20", name, timeout=60)
         elapsed = time.perf_counter() - start
