@@ -104,7 +104,10 @@ def train(
     batch_size: Annotated[int | None, typer.Option(help="Batch size.")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate (AdamW, one-cycle cosine).")] = None,
     image_size: Annotated[int | None, typer.Option(help="Input size in pixels (square).")] = None,
-    model: Annotated[str | None, typer.Option(help="Architecture: resnet_small | simple_cnn.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Architecture: efficientnet_lite0 | resnet_small | simple_cnn.")
+    ] = None,
+    recipe: Annotated[str | None, typer.Option(help="full | linear_probe (frozen pretrained backbone).")] = None,
     dropout: Annotated[float | None, typer.Option(help="Dropout before the classifier (the seed's: 0.5).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Raw image folder; prepares a manifest for it first.")] = None,
     limit: Annotated[int | None, typer.Option(help="Train on a class-balanced subset of N images.")] = None,
@@ -120,7 +123,8 @@ def train(
 ) -> None:
     """Train a model, tracked in MLflow, registered as `catsdogs` with alias `challenger`."""
     from catsdogs.config import load_params
-    from catsdogs.train import reexec_with_malloc_tunables, run_training
+    from catsdogs.runtime import reexec_with_malloc_tunables
+    from catsdogs.train import run_training
 
     reexec_with_malloc_tunables()
     _setup_logging(verbose)
@@ -132,6 +136,7 @@ def train(
             "train.lr": lr,
             "model.image_size": image_size,
             "model.name": model,
+            "train.recipe": recipe,
             "model.dropout": dropout,
             "data.source": str(data_dir.resolve()) if data_dir else None,
             "data.limit": limit,
@@ -159,7 +164,7 @@ def evaluate(
 
     from catsdogs.config import load_params
     from catsdogs.evaluate import run_evaluation
-    from catsdogs.train import reexec_with_malloc_tunables
+    from catsdogs.runtime import reexec_with_malloc_tunables
 
     reexec_with_malloc_tunables()
     _setup_logging(verbose)
@@ -184,7 +189,7 @@ def tune_inference(
 
     from catsdogs.config import load_params
     from catsdogs.evaluate import best_setting, recommend, sweep_inference
-    from catsdogs.train import reexec_with_malloc_tunables
+    from catsdogs.runtime import reexec_with_malloc_tunables
 
     reexec_with_malloc_tunables()
     _setup_logging(verbose)
@@ -240,7 +245,7 @@ def export(
 
     from catsdogs.config import load_params
     from catsdogs.export import run_export
-    from catsdogs.train import reexec_with_malloc_tunables
+    from catsdogs.runtime import reexec_with_malloc_tunables
 
     reexec_with_malloc_tunables()
     _setup_logging(verbose)
@@ -268,6 +273,56 @@ def validate(
     if not result.passed:
         _fail("quality gate failed: " + "; ".join(c.detail for c in result.checks if not c.passed), code=1)
     typer.echo("quality gate passed" + (f"; alias champion -> version {result.promoted}" if result.promoted else ""))
+
+
+@app.command()
+def calibrate(
+    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint (default: best.pt of the training run).")] = None,
+    params: ParamsOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Fit on val: the temperature, the not-a-cat-or-dog threshold and the not-sure threshold."""
+    import json
+    from dataclasses import asdict
+
+    from catsdogs.calibrate import run_calibration
+    from catsdogs.config import load_params
+    from catsdogs.runtime import reexec_with_malloc_tunables
+
+    reexec_with_malloc_tunables()
+    _setup_logging(verbose)
+    typer.echo(json.dumps(asdict(run_calibration(load_params(params), checkpoint=checkpoint)), indent=2))
+
+
+@app.command()
+def robustness(
+    model_dir: Annotated[Path | None, typer.Option(help="Bundle to test (default: models/).")] = None,
+    output: Annotated[Path | None, typer.Option(help="Results JSON (default: reports/robustness.json).")] = None,
+    params: ParamsOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Test-split accuracy of a bundle under corruptions (JPEG q20, blur, low light, grayscale, rotation, crop)."""
+    import json
+
+    from catsdogs.config import load_params
+    from catsdogs.robustness import run_robustness
+
+    _setup_logging(verbose)
+    p = load_params(params)
+    typer.echo(json.dumps(run_robustness(p, model_dir=model_dir, output=output), indent=2))
+
+
+@app.command("model-card")
+def model_card(
+    model_dir: Annotated[Path | None, typer.Option(help="Bundle (default: models/).")] = None,
+    params: ParamsOpt = None,
+) -> None:
+    """Write MODEL_CARD.md into the bundle from model.json and the reports."""
+    from catsdogs.card import write_model_card
+    from catsdogs.config import load_params
+
+    p = load_params(params)
+    typer.echo(f"wrote {write_model_card(p, model_dir or p.path(p.export.output_dir))}")
 
 
 # --- serving commands (catsdogs.serve) ----------------------------------------------

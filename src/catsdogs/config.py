@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from catsdogs.paths import PARAMS_FILE, resolve
 from catsdogs.transforms import AugmentConfig
@@ -31,21 +30,25 @@ class ModelParams(_Strict):
     name: str = "resnet_small"
     image_size: int = Field(128, ge=32, le=512)
     dropout: float = Field(0.2, ge=0, lt=1)
+    pretrained: bool = False  # start from ImageNet weights (models that have them)
 
-
-class AugmentParams(_Strict):
-    scale: tuple[float, float] = (0.35, 1.0)
-    ratio: tuple[float, float] = (0.75, 1.3333)
-    hflip: float = Field(0.5, ge=0, le=1)
-    brightness: float = Field(0.3, ge=0, lt=1)
-    contrast: float = Field(0.3, ge=0, lt=1)
-    saturation: float = Field(0.3, ge=0, lt=1)
-
-    def to_config(self) -> AugmentConfig:
-        return AugmentConfig(**self.model_dump())
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, name: str) -> str:
+        # Checked on load, before any data is decoded. The names live with the models, which need torch.
+        try:
+            from catsdogs.model import MODELS
+        except ImportError:
+            return name
+        if name not in MODELS:
+            raise ValueError(f"unknown model {name!r}; choose one of {', '.join(sorted(MODELS))}")
+        return name
 
 
 class TrainParams(_Strict):
+    # full: train every weight on augmented images. linear_probe: freeze the pretrained backbone,
+    # cache its features once (plus mirrored copies) and train only the classifier head on them.
+    recipe: Literal["full", "linear_probe"] = "full"
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(64, ge=2)
     lr: float = Field(0.003, gt=0)
@@ -53,12 +56,13 @@ class TrainParams(_Strict):
     warmup_epochs: float = Field(1, ge=0)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     patience: int = Field(8, ge=1)
+    early_stopping: Literal["val_loss", "val_accuracy"] = "val_loss"  # watched for patience and best.pt
     seed: int = 42
     threads: int = Field(0, ge=0)
     bf16: Literal["auto", "on", "off"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     output_dir: str = "artifacts/train"
-    augment: AugmentParams = AugmentParams()
+    augment: AugmentConfig = AugmentConfig()
 
 
 class InferenceParams(_Strict):
@@ -67,6 +71,17 @@ class InferenceParams(_Strict):
     # Test-time input size; None = the training size. Training with random-resized crops makes
     # objects look larger than in a plain resize, so a larger test size can match them (FixRes).
     image_size: int | None = Field(default=None, ge=32, le=1024)
+
+
+class CalibrationParams(_Strict):
+    # Fitted on val by `catsdogs calibrate`. The pet-score threshold rejects at most this share of
+    # val cats and dogs; "not sure" is below the confidence where answers reach this accuracy on val.
+    max_false_rejection: float = Field(0.003, ge=0, lt=0.5)
+    confident_accuracy: float = Field(0.998, gt=0.5, le=1)
+
+
+class EvaluationParams(_Strict):
+    nonpet_dir: str = "../shared/data/nonpet-dev"  # optional real non-pet photos (missing folder: skipped)
 
 
 class ExportParams(_Strict):
@@ -81,7 +96,7 @@ class GateParams(_Strict):
     min_accuracy: float = Field(0.95, ge=0, le=1)
     max_parity_diff: float = Field(1e-4, gt=0)
     max_latency_ms: float = Field(25.0, gt=0)
-    registered_model: str = "catsdogs"
+    sample: int | None = Field(None, ge=8)  # gate on the first N test images only (quick checks)
 
 
 class Params(_Strict):
@@ -89,6 +104,8 @@ class Params(_Strict):
     model: ModelParams = ModelParams()
     train: TrainParams = TrainParams()
     inference: InferenceParams = InferenceParams()
+    calibration: CalibrationParams = CalibrationParams()
+    evaluation: EvaluationParams = EvaluationParams()
     export: ExportParams = ExportParams()
     gate: GateParams = GateParams()
     base_dir: Path = Field(default_factory=lambda: PARAMS_FILE.parent, exclude=True)
@@ -107,12 +124,11 @@ class Params(_Strict):
 def load_params(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Params:
     """Load and validate ``params.yaml``; ``overrides`` maps dotted keys to values (None = keep).
 
-    ``CATSDOGS_DATA_SOURCE`` replaces ``data.source``; explicit overrides win over both.
+    No environment variable changes a pipeline setting: what trained a model is all in the params
+    file (tracked by DVC) and the command line.
     """
     path = Path(path) if path else PARAMS_FILE
     raw: dict[str, Any] = (yaml.safe_load(path.read_text()) if path.exists() else None) or {}
-    if os.environ.get("CATSDOGS_DATA_SOURCE"):  # e.g. CI agents that download the data elsewhere
-        raw.setdefault("data", {})["source"] = os.environ["CATSDOGS_DATA_SOURCE"]
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue

@@ -11,6 +11,7 @@ import csv
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 from collections import Counter
@@ -18,17 +19,21 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from catsdogs.config import Params
-from catsdogs.transforms import InvalidImageError, PreprocessConfig, load_image, resize
+from catsdogs.paths import PROJECT_ROOT
+from catsdogs.transforms import IMAGE_SUFFIXES, InvalidImageError, PreprocessConfig, load_image, resize
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
 CLASSES = ("cat", "dog")
 SPLITS = ("train", "val", "test")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 _FLAT_NAME = re.compile(r"^(cat|dog)[._-]", re.IGNORECASE)
 MANIFEST_FIELDS = ("path", "label", "split", "sha256", "width", "height")
 
@@ -110,8 +115,13 @@ def prepare(
     limit: int | None = None,
     workers: int | None = None,
     progress: bool = False,
+    base_dir: Path = PROJECT_ROOT,
 ) -> PrepareStats:
-    """Scan ``source``, validate every file, de-duplicate, split, write manifest + stats."""
+    """Scan ``source``, validate every file, de-duplicate, split, write manifest + stats.
+
+    ``stats.json`` names the source relative to ``base_dir`` (the project), so the prepared folder
+    is byte-identical on every machine with the same layout.
+    """
     source = Path(source).resolve()
     if not source.is_dir():
         raise FileNotFoundError(f"data source {source} is not a directory")
@@ -157,7 +167,7 @@ def prepare(
     for r in records:
         counts[r.split][r.label] += 1
     stats = PrepareStats(
-        source=str(source),
+        source=os.path.relpath(source, base_dir),
         settings={"val_fraction": val_fraction, "test_fraction": test_fraction, "seed": seed, "limit": limit},
         found=len(found),
         kept=len(records),
@@ -188,12 +198,17 @@ def ensure_prepared(params: Params, fallback_dir: Path) -> Path:
         stats_file = out_dir / "stats.json"
         if stats_file.exists() and (out_dir / "manifest.csv").exists():
             stats = json.loads(stats_file.read_text())
-            if stats.get("source") == str(source) and stats.get("settings") == wanted:
+            if raw_source(out_dir, params.base_dir) == source and stats.get("settings") == wanted:
                 return out_dir
     out_dir = canonical if not canonical.exists() else fallback_dir
     log.info("preparing data from %s into %s", source, out_dir)
-    prepare(source, out_dir, progress=True, **wanted)
+    prepare(source, out_dir, progress=True, base_dir=params.base_dir, **wanted)
     return out_dir
+
+
+def raw_source(prepared_dir: Path, base_dir: Path = PROJECT_ROOT) -> Path:
+    """The raw image folder a prepared manifest's relative paths point into."""
+    return (base_dir / json.loads((prepared_dir / "stats.json").read_text())["source"]).resolve()
 
 
 def _balanced_subset(found: list[tuple[Path, str]], limit: int) -> list[tuple[Path, str]]:
@@ -266,3 +281,81 @@ def build_cache(
     del pixels
     tmp.rename(x_path)
     return np.load(x_path, mmap_mode="r"), labels
+
+
+# --- loaders -------------------------------------------------------------------------
+
+
+@dataclass
+class SplitData:
+    pixels: np.ndarray  # uint8 (N, S, S, 3)
+    labels: np.ndarray  # int64 (N,)
+
+
+def load_splits(
+    params: Params, prepared_dir: Path, cfg: PreprocessConfig, *, progress: bool = True
+) -> dict[str, SplitData]:
+    """Decoded uint8 arrays per split, through the shared ``resize`` step."""
+    records = read_manifest(prepared_dir / "manifest.csv")
+    source = raw_source(prepared_dir, params.base_dir)
+    pixels, labels = build_cache(records, source, cfg, params.path(params.data.cache_dir), progress=progress)
+    split_of = np.asarray([r.split for r in records])
+    return {s: SplitData(np.ascontiguousarray(pixels[split_of == s]), labels[split_of == s]) for s in SPLITS}
+
+
+def load_split(params: Params, prepared_dir: Path, cfg: PreprocessConfig, split: str) -> SplitData:
+    """One split only (decodes and caches just its images: cheap for evaluation at a new size)."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    records = [r for r in read_manifest(prepared_dir / "manifest.csv") if r.split == split]
+    source = raw_source(prepared_dir, params.base_dir)
+    pixels, labels = build_cache(records, source, cfg, params.path(params.data.cache_dir))
+    return SplitData(pixels, labels)
+
+
+class ArrayLoader:
+    """Batches from an in-memory uint8 (N, H, W, 3) array: no decoding in the loop.
+
+    Under torch.distributed each rank reads its own shard (``rank``/``world_size``). Training
+    shards are re-shuffled every epoch from ``seed + epoch`` and cut to equal length, so every
+    rank runs the same number of steps; evaluation shards (no shuffle) cover each image once.
+    """
+
+    def __init__(
+        self,
+        data: SplitData,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        self.data = data
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def indices(self) -> np.ndarray:
+        n = len(self.data.labels)
+        if not self.shuffle:
+            return np.arange(self.rank, n, self.world_size)
+        order = np.random.default_rng(self.seed + self.epoch).permutation(n)
+        usable = n - n % self.world_size
+        return order[self.rank : usable : self.world_size]
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.indices()) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        import torch
+
+        order = self.indices()
+        for start in range(0, len(order), self.batch_size):
+            idx = np.sort(order[start : start + self.batch_size])
+            yield torch.from_numpy(self.data.pixels[idx]), torch.from_numpy(self.data.labels[idx])

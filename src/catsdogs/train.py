@@ -1,156 +1,53 @@
 """Training: ``run_training`` wires the factories; the loop is ``train_one_epoch`` + ``validate``.
 
-CPU speed matters here (two cores): images are decoded once into a uint8 cache,
-augmentation runs batched in torch, and on CPUs with AMX/AVX512-BF16 the model runs
-in bf16 autocast with channels_last memory (oneDNN uses AMX only in that layout).
+Two recipes (``train.recipe``):
+
+* ``full``: every weight learns from augmented images (the from-scratch CNNs, or full fine-tuning).
+* ``linear_probe``: the pretrained backbone stays frozen; its features are computed once per image
+  (and for the mirrored image) and only the classifier head trains on them, in seconds per epoch.
+
+Runs unchanged under ``torchrun``: each rank trains on its own shard (DistributedDataParallel),
+validation is gathered over all ranks, and only rank 0 logs to MLflow, saves and registers.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from catsdogs.checkpoint import Checkpoint, TrainState
 from catsdogs.config import Params
-from catsdogs.data import CLASSES, SPLITS, build_cache, ensure_prepared, file_sha256, read_manifest
-from catsdogs.model import count_parameters, create_model
-from catsdogs.predictor import available_cpus
+from catsdogs.cpus import available_cpus
+from catsdogs.data import CLASSES, ArrayLoader, SplitData, ensure_prepared, file_sha256, load_splits
+from catsdogs.metrics import classification_metrics
+from catsdogs.model import PRETRAINED_NORMALIZATION, count_parameters, create_model
+from catsdogs.runtime import (
+    Dist,
+    all_gather_rows,
+    all_reduce_sum,
+    autocast,
+    barrier,
+    device_for,
+    init_distributed,
+    memory_format,
+    seed_everything,
+    shutdown_distributed,
+    use_bf16,
+)
 from catsdogs.transforms import PreprocessConfig, Transform, create_transform, image_stats
 
 log = logging.getLogger(__name__)
-
-METRIC_NAMES = ("train_loss", "val_loss", "train_accuracy", "val_accuracy", "val_precision", "val_recall", "val_f1")
-
-
-# --- runtime selection ---------------------------------------------------------------
-
-
-MALLOC_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=8589934592"
-
-
-def reexec_with_malloc_tunables() -> None:
-    """Restart this CLI process with glibc malloc tuned for training (up to ~2x faster on CPU).
-
-    glibc hands large freed activations back to the OS after every step and page-faults
-    them in again on the next; the tunables keep them. They must be set before the
-    process starts, hence the re-exec. ``GLIBC_TUNABLES`` already set (to anything)
-    means the user chose, and non-CLI callers (tests, notebooks) are left alone.
-    """
-    import sys
-
-    if sys.platform != "linux" or "GLIBC_TUNABLES" in os.environ:
-        return
-    if Path(sys.argv[0]).name not in ("catsdogs", "__main__.py"):
-        return
-    env = {**os.environ, "GLIBC_TUNABLES": MALLOC_TUNABLES}
-    os.execve(sys.executable, [sys.executable, "-m", "catsdogs", *sys.argv[1:]], env)
-
-
-def select_device(pref: str) -> torch.device:
-    if pref == "cuda" or (pref == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise RuntimeError("device=cuda requested but CUDA is not available")
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
-def cpu_has_fast_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
-def use_bf16(pref: str, device: torch.device) -> bool:
-    if pref == "off":
-        return False
-    if pref == "on":
-        return True
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return cpu_has_fast_bf16()
-
-
-def autocast(device: torch.device, enabled: bool) -> torch.autocast:
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-
-
-# --- data ----------------------------------------------------------------------------
-
-
-class ArrayLoader:
-    """Batches from an in-memory uint8 (N, H, W, 3) array: no decoding in the loop."""
-
-    def __init__(self, pixels: np.ndarray, labels: np.ndarray, batch_size: int, *, shuffle: bool, seed: int = 0):
-        self.pixels = pixels
-        self.labels = labels
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.rng = np.random.default_rng(seed)
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.labels) / self.batch_size)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order = self.rng.permutation(len(self.labels)) if self.shuffle else np.arange(len(self.labels))
-        for start in range(0, len(order), self.batch_size):
-            idx = np.sort(order[start : start + self.batch_size])
-            yield torch.from_numpy(self.pixels[idx]), torch.from_numpy(self.labels[idx])
-
-
-@dataclass
-class SplitData:
-    pixels: np.ndarray
-    labels: np.ndarray
-
-
-def load_splits(
-    params: Params, prepared_dir: Path, cfg: PreprocessConfig, *, progress: bool = True
-) -> tuple[dict[str, SplitData], Path]:
-    """Decoded uint8 arrays per split (through the shared ``resize`` step) + the manifest path."""
-    manifest = prepared_dir / "manifest.csv"
-    records = read_manifest(manifest)
-    pixels, labels = build_cache(
-        records, _raw_source(prepared_dir), cfg, params.path(params.data.cache_dir), progress=progress
-    )
-    split_of = np.asarray([r.split for r in records])
-    out = {}
-    for split in SPLITS:
-        mask = split_of == split
-        out[split] = SplitData(np.ascontiguousarray(pixels[mask]), labels[mask])
-    return out, manifest
-
-
-def load_split(params: Params, prepared_dir: Path, cfg: PreprocessConfig, split: str) -> SplitData:
-    """One split only (decodes and caches just its images: cheap for evaluation at a new size)."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    records = [r for r in read_manifest(prepared_dir / "manifest.csv") if r.split == split]
-    pixels, labels = build_cache(records, _raw_source(prepared_dir), cfg, params.path(params.data.cache_dir))
-    return SplitData(pixels, labels)
-
-
-def _raw_source(prepared_dir: Path) -> Path:
-    """The raw image folder the manifest's relative paths point into."""
-    return Path(json.loads((prepared_dir / "stats.json").read_text())["source"])
 
 
 # --- the loop ------------------------------------------------------------------------
@@ -159,55 +56,66 @@ def _raw_source(prepared_dir: Path) -> Path:
 def train_one_epoch(
     model: nn.Module,
     loader: ArrayLoader,
-    transform: Transform,
+    transform: Transform | FeatureBatch,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     device: torch.device,
     *,
     bf16: bool,
     label_smoothing: float,
-    desc: str = "train",
+    dist: Dist = Dist(),
 ) -> dict[str, float]:
-    from tqdm import tqdm
-
+    """One pass over this rank's shard; loss and accuracy are summed over all ranks."""
     model.train()
-    memory_format = torch.channels_last if bf16 or device.type == "cuda" else torch.contiguous_format
+    fmt = memory_format(device, bf16)
     total_loss = correct = seen = 0.0
     start = time.perf_counter()
-    bar = tqdm(loader, desc=desc, unit="batch", leave=False, dynamic_ncols=True, mininterval=1.0)
-    for pixels, labels in bar:
-        pixels, labels = pixels.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        x = transform.batch(pixels).contiguous(memory_format=memory_format)  # (N, 3, S, S) augmented
+    for pixels, labels in loader:
+        x = transform.batch(pixels.to(device, non_blocking=True))  # (N, 3, S, S) augmented, or (N, F) features
+        x = x.contiguous(memory_format=fmt) if x.dim() == 4 else x
+        labels = labels.to(device, non_blocking=True)
         with autocast(device, bf16):
-            logits = model(x)  # (N, 2)
+            logits = model(x)  # (N, C)
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
-        n = labels.shape[0]
-        total_loss += loss.item() * n
+        total_loss += loss.item() * len(labels)
         correct += (logits.argmax(1) == labels).sum().item()
-        seen += n
-        bar.set_postfix(
-            loss=f"{total_loss / seen:.4f}",
-            acc=f"{correct / seen:.4f}",
-            img_s=f"{seen / (time.perf_counter() - start):.0f}",
-        )
+        seen += len(labels)
     elapsed = time.perf_counter() - start
+    total_loss, correct, seen = all_reduce_sum([total_loss, correct, seen], dist, device)
     return {"loss": total_loss / seen, "accuracy": correct / seen, "images_per_s": seen / elapsed, "seconds": elapsed}
 
 
 @torch.no_grad()
-def predict_proba(
-    model: nn.Module, loader: ArrayLoader, transform: Transform, device: torch.device, *, bf16: bool
+def validate(
+    model: nn.Module,
+    loader: ArrayLoader,
+    transform: Transform | FeatureBatch,
+    device: torch.device,
+    *,
+    bf16: bool,
+    dist: Dist = Dist(),
+) -> dict[str, float]:
+    """Metrics over the whole split: each rank scores its shard, rank shards are gathered (each image once)."""
+    probs, labels = predict_shard(model, loader, transform, device, bf16=bf16)
+    probs = np.concatenate(all_gather_rows(probs, dist))
+    labels = np.concatenate(all_gather_rows(labels, dist))
+    return classification_metrics(probs, labels) | {"n": len(labels)}
+
+
+@torch.no_grad()
+def predict_shard(
+    model: nn.Module, loader: ArrayLoader, transform: Transform | FeatureBatch, device: torch.device, *, bf16: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities (N, C) and labels (N,) over a loader, in order."""
     model.eval()
-    memory_format = torch.channels_last if bf16 or device.type == "cuda" else torch.contiguous_format
-    probs, targets = [], []
+    fmt = memory_format(device, bf16)
+    probs, targets = [np.zeros((0, len(CLASSES)), np.float32)], [np.zeros(0, np.int64)]
     for pixels, labels in loader:
-        x = transform.batch(pixels.to(device)).contiguous(memory_format=memory_format)
+        x = transform.batch(pixels.to(device))
+        x = x.contiguous(memory_format=fmt) if x.dim() == 4 else x
         with autocast(device, bf16):
             logits = model(x)
         probs.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
@@ -215,48 +123,8 @@ def predict_proba(
     return np.concatenate(probs), np.concatenate(targets)
 
 
-def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Accuracy, loss and precision/recall/F1 with "dog" (index 1) as the positive class."""
-    pred = probs.argmax(1)
-    tp = int(((pred == 1) & (labels == 1)).sum())
-    fp = int(((pred == 1) & (labels == 0)).sum())
-    fn = int(((pred == 0) & (labels == 1)).sum())
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    eps = 1e-7
-    loss = float(-np.log(np.clip(probs[np.arange(len(labels)), labels], eps, 1.0)).mean())
-    return {
-        "loss": loss,
-        "accuracy": float((pred == labels).mean()),
-        "precision": precision,
-        "recall": recall,
-        "f1": f1,
-    }
-
-
-def validate(
-    model: nn.Module, loader: ArrayLoader, transform: Transform, device: torch.device, *, bf16: bool
-) -> dict[str, float]:
-    probs, labels = predict_proba(model, loader, transform, device, bf16=bf16)
-    return classification_metrics(probs, labels)
-
-
-# --- orchestration -------------------------------------------------------------------
-
-
-@dataclass
-class TrainResult:
-    run_id: str | None
-    best_val_accuracy: float
-    best_epoch: int
-    checkpoint: Path
-    history: list[dict[str, float]] = field(default_factory=list)
-    registered_version: str | None = None
-
-
-def one_cycle(optimizer: torch.optim.Optimizer, steps: int, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up, then cosine decay to 1% of the peak learning rate."""
+def warmup_cosine(optimizer: torch.optim.Optimizer, steps: int, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up to the peak learning rate, then cosine decay to 1 % of it."""
 
     def factor(step: int) -> float:
         if step < warmup_steps:
@@ -268,196 +136,361 @@ def one_cycle(optimizer: torch.optim.Optimizer, steps: int, warmup_steps: int) -
 
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    # No weight decay on norms and biases.
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
+    """AdamW over the trainable parameters; no weight decay on norms and biases."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+
+
+def improved(state: TrainState, val: dict[str, float], watch: str) -> bool:
+    """Whether this epoch beats the best so far on the early-stopping metric."""
+    if watch == "val_loss":
+        return val["loss"] < state.best_val_loss
+    return val["accuracy"] > state.best_val_accuracy
+
+
+# --- recipes: what the loop trains on ------------------------------------------------
+
+
+class FeatureBatch:
+    """The "transform" of the linear probe: cached features go to the head as they are."""
+
+    @staticmethod
+    def batch(x: torch.Tensor) -> torch.Tensor:
+        return x.float()
+
+
+@dataclass
+class Job:
+    """What ``fit`` trains: the module, its loaders and their transforms."""
+
+    trainable: nn.Module
+    train_loader: ArrayLoader
+    val_loader: ArrayLoader
+    train_tf: Transform | FeatureBatch
+    eval_tf: Transform | FeatureBatch
+
+
+def preprocess_config(params: Params, train_pixels: np.ndarray) -> PreprocessConfig:
+    """The fitted preprocessing: pretrained models keep the normalisation their weights expect."""
+    if params.model.name in PRETRAINED_NORMALIZATION and params.model.pretrained:
+        mean, std = PRETRAINED_NORMALIZATION[params.model.name]
+    else:
+        mean, std = image_stats(train_pixels)
+    return PreprocessConfig(image_size=params.model.image_size, mean=mean, std=std, class_names=CLASSES)
+
+
+def full_job(model: nn.Module, splits: dict[str, SplitData], cfg: PreprocessConfig, params: Params, dist: Dist) -> Job:
+    tp = params.train
+    train = ArrayLoader(
+        splits["train"], tp.batch_size, shuffle=True, seed=tp.seed, rank=dist.rank, world_size=dist.world_size
     )
+    val = ArrayLoader(splits["val"], max(tp.batch_size, 128), shuffle=False, rank=dist.rank, world_size=dist.world_size)
+    train_tf = create_transform(cfg, is_training=True, augment=tp.augment)
+    return Job(model, train, val, train_tf, create_transform(cfg))
+
+
+def linear_probe_job(
+    model: nn.Module,
+    splits: dict[str, SplitData],
+    cfg: PreprocessConfig,
+    params: Params,
+    dist: Dist,
+    device: torch.device,
+) -> Job:
+    """Freeze everything but ``model.head``; train it on cached backbone features (+ mirrored copies)."""
+    if not hasattr(model, "features") or not hasattr(model, "head"):
+        raise ValueError(f"train.recipe linear_probe needs a model with a feature extractor, not {params.model.name}")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.head.requires_grad_(True)
+    tp = params.train
+    flips = (False, True) if tp.augment.hflip > 0 else (False,)
+    train = [
+        SplitData(extract_features(model, splits["train"], cfg, device, dist, flip), splits["train"].labels)
+        for flip in flips
+    ]
+    train_feats = SplitData(np.concatenate([t.pixels for t in train]), np.concatenate([t.labels for t in train]))
+    val_feats = SplitData(extract_features(model, splits["val"], cfg, device, dist, False), splits["val"].labels)
+    # Dropout on the features is the probe's only regulariser besides weight decay.
+    head = nn.Sequential(model.dropout, model.head)
+    train_loader = ArrayLoader(
+        train_feats, tp.batch_size, shuffle=True, seed=tp.seed, rank=dist.rank, world_size=dist.world_size
+    )
+    val_loader = ArrayLoader(val_feats, 1024, shuffle=False, rank=dist.rank, world_size=dist.world_size)
+    return Job(head, train_loader, val_loader, FeatureBatch(), FeatureBatch())
+
+
+@torch.no_grad()
+def extract_features(
+    model: nn.Module, data: SplitData, cfg: PreprocessConfig, device: torch.device, dist: Dist, flip: bool
+) -> np.ndarray:
+    """float32 (N, F) backbone features in the split's order; each rank computes its shard."""
+    model.eval()
+    transform = create_transform(cfg)
+    loader = ArrayLoader(data, 128, shuffle=False, rank=dist.rank, world_size=dist.world_size)
+    shard = [np.zeros((0, 0), np.float32)]
+    for pixels, _ in loader:
+        x = transform.batch(pixels.to(device))
+        shard.append(model.features(torch.flip(x, dims=[3]) if flip else x).float().cpu().numpy())
+    parts = all_gather_rows(np.concatenate([s for s in shard if s.size]), dist)
+    out = np.empty((len(data.labels), parts[0].shape[1]), np.float32)
+    for rank, part in enumerate(parts):
+        out[rank :: dist.world_size] = part  # ArrayLoader's evaluation shards are strided
+    return out
+
+
+# --- orchestration -------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    run_id: str | None
+    best_val_accuracy: float
+    best_epoch: int
+    checkpoint: Path
+    history: list[dict[str, float]]
+    registered_version: str | None = None
 
 
 def run_training(params: Params, *, resume: bool = False, register: bool = True) -> TrainResult:
+    """Wire data, model, recipe, optimiser and tracking together, then ``fit``."""
+    tp = params.train
+    dist = init_distributed(tp.device)
+    try:
+        seed_everything(tp.seed)
+        torch.set_num_threads(tp.threads or available_cpus())
+        device = device_for(dist, tp.device)
+        bf16 = use_bf16(tp.bf16, device)
+        out_dir = params.path(tp.output_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        prepared_dir = _prepared(params, out_dir, dist)
+        splits = load_splits(
+            params, prepared_dir, PreprocessConfig(image_size=params.model.image_size), progress=dist.is_main
+        )
+        cfg = preprocess_config(params, splits["train"].pixels)
+        model = create_model(params.model.name, num_classes=len(CLASSES), dropout=params.model.dropout,
+                             pretrained=params.model.pretrained).to(device)  # fmt: skip
+        if tp.recipe == "linear_probe":
+            job = linear_probe_job(model, splits, cfg, params, dist, device)
+        else:
+            model = model.to(memory_format=memory_format(device, bf16))
+            job = full_job(model, splits, cfg, params, dist)
+        ckpt = new_checkpoint(params, model, cfg, prepared_dir)
+        if resume:
+            ckpt = Checkpoint.load(out_dir / "last.pt", device)
+            model.load_state_dict(ckpt.model_state)
+            log.info("resumed from %s at epoch %d", out_dir / "last.pt", ckpt.state.epoch)
+        with tracking_run(params, ckpt, model, splits, dist) as run_id:
+            ckpt.state.run_id = run_id
+            fit(job, model, ckpt, params, device, bf16, dist, out_dir)
+            version = finish(model, job, ckpt, params, device, dist, out_dir, register)
+        return TrainResult(ckpt.state.run_id, ckpt.state.best_val_accuracy, ckpt.state.best_epoch,
+                           out_dir / "best.pt", ckpt.state.history, version)  # fmt: skip
+    finally:
+        shutdown_distributed(dist)
+
+
+def _prepared(params: Params, out_dir: Path, dist: Dist) -> Path:
+    # Rank 0 prepares (if needed) while the others wait, so no two processes write the same folder.
+    if dist.is_main:
+        prepared = ensure_prepared(params, fallback_dir=out_dir / "prepared")
+    barrier(dist)
+    return prepared if dist.is_main else ensure_prepared(params, fallback_dir=out_dir / "prepared")
+
+
+def new_checkpoint(params: Params, model: nn.Module, cfg: PreprocessConfig, prepared_dir: Path) -> Checkpoint:
+    from catsdogs import tracking
+
+    return Checkpoint(
+        model_name=params.model.name,
+        dropout=params.model.dropout,
+        model_state={},
+        preprocess=cfg.to_dict(),
+        params=params.model_dump(mode="json"),
+        git_commit=tracking.git_commit(),
+        data_hash=file_sha256(prepared_dir / "manifest.csv"),
+        state=TrainState(),
+    )
+
+
+def fit(
+    job: Job,
+    model: nn.Module,
+    ckpt: Checkpoint,
+    params: Params,
+    device: torch.device,
+    bf16: bool,
+    dist: Dist,
+    out_dir: Path,
+) -> None:
+    """The epoch loop: train, validate, checkpoint, early-stop."""
+    tp = params.train
+    trainable = _ddp(job.trainable, dist, device)
+    optimizer = build_optimizer(trainable, tp.lr, tp.weight_decay)
+    steps = len(job.train_loader)
+    scheduler = warmup_cosine(optimizer, tp.epochs * steps, int(tp.warmup_epochs * steps))
+    if ckpt.optimizer_state:
+        optimizer.load_state_dict(ckpt.optimizer_state)
+        scheduler.load_state_dict(ckpt.scheduler_state)
+    state = ckpt.state
+    smoothing = 0.0 if tp.recipe == "linear_probe" else tp.label_smoothing  # the probe is calibrated afterwards
+    for epoch in range(state.epoch + 1, tp.epochs + 1):
+        if state.stale >= tp.patience:
+            break
+        job.train_loader.set_epoch(epoch)
+        tr = train_one_epoch(trainable, job.train_loader, job.train_tf, optimizer, scheduler, device,
+                             bf16=bf16, label_smoothing=smoothing, dist=dist)  # fmt: skip
+        va = validate(job.trainable, job.val_loader, job.eval_tf, device, bf16=bf16, dist=dist)
+        better = improved(state, va, tp.early_stopping)
+        record_epoch(state, epoch, tr, va, scheduler.get_last_lr()[0], better)
+        ckpt.model_state = model.state_dict()
+        ckpt.optimizer_state, ckpt.scheduler_state = optimizer.state_dict(), scheduler.state_dict()
+        if dist.is_main:
+            _log_epoch(state, tr, va, tp.epochs, better)
+            ckpt.save(out_dir / "last.pt")
+            if better:
+                ckpt.save(out_dir / "best.pt", with_optimizer=False)
+    if state.stale >= tp.patience:
+        log.info("early stopping: %s has not improved for %d epochs", tp.early_stopping, tp.patience)
+    barrier(dist)
+
+
+def _ddp(module: nn.Module, dist: Dist, device: torch.device) -> nn.Module:
+    if not dist.enabled:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=ids)
+
+
+def record_epoch(
+    state: TrainState, epoch: int, tr: dict[str, float], va: dict[str, float], lr: float, better: bool
+) -> None:
+    row = {
+        "epoch": epoch,
+        "train_loss": tr["loss"],
+        "train_accuracy": tr["accuracy"],
+        "val_loss": va["loss"],
+        "val_accuracy": va["accuracy"],
+        "val_precision": va["precision"],
+        "val_recall": va["recall"],
+        "val_f1": va["f1"],
+        "val_n": va["n"],
+        "images_per_s": tr["images_per_s"],
+        "seconds": tr["seconds"],
+        "lr": lr,
+    }
+    state.history.append(row)
+    state.epoch = epoch
+    if better:
+        state.best_epoch, state.best_val_accuracy, state.best_val_loss, state.stale = (
+            epoch,
+            va["accuracy"],
+            va["loss"],
+            0,
+        )
+    else:
+        state.stale += 1
+
+
+def _log_epoch(state: TrainState, tr: dict[str, float], va: dict[str, float], epochs: int, better: bool) -> None:
     import mlflow
 
-    from catsdogs import plots, tracking
-
-    tp = params.train
-    seed_everything(tp.seed)
-    torch.set_num_threads(tp.threads or available_cpus())
-    device = select_device(tp.device)
-    bf16 = use_bf16(tp.bf16, device)
-    out_dir = params.path(tp.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-    prepared_dir = ensure_prepared(params, fallback_dir=out_dir / "prepared")
-    base_cfg = PreprocessConfig(image_size=params.model.image_size, class_names=CLASSES)
-    splits, manifest = load_splits(params, prepared_dir, base_cfg)
-    # The fitted part of preprocessing: normalisation statistics of the training split.
-    mean, std = image_stats(splits["train"].pixels)
-    cfg = PreprocessConfig(image_size=params.model.image_size, mean=mean, std=std, class_names=CLASSES)
-    train_tf = create_transform(cfg, is_training=True, augment=tp.augment.to_config())
-    eval_tf = create_transform(cfg)
-    train_loader = ArrayLoader(
-        splits["train"].pixels, splits["train"].labels, tp.batch_size, shuffle=True, seed=tp.seed
-    )
-    val_loader = ArrayLoader(splits["val"].pixels, splits["val"].labels, max(tp.batch_size, 128), shuffle=False)
-
-    model = create_model(params.model.name, num_classes=len(CLASSES), dropout=params.model.dropout).to(device)
-    if bf16 or device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, tp.lr, tp.weight_decay)
-    steps_per_epoch = len(train_loader)
-    scheduler = one_cycle(optimizer, tp.epochs * steps_per_epoch, int(tp.warmup_epochs * steps_per_epoch))
-
-    state = {"epoch": 0, "best_val_accuracy": -1.0, "best_epoch": 0, "stale": 0, "history": [], "run_id": None}
-    last_ckpt, best_ckpt = out_dir / "last.pt", out_dir / "best.pt"
-    if resume:
-        if not last_ckpt.exists():
-            raise FileNotFoundError(f"--resume: no checkpoint at {last_ckpt}")
-        ckpt = torch.load(last_ckpt, map_location=device, weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        state = ckpt["state"]
-        cfg = PreprocessConfig.from_dict(ckpt["preprocess"])
-        log.info("resumed from %s at epoch %d", last_ckpt, state["epoch"])
-
-    data_hash = file_sha256(manifest)
-    resolved = params.model_dump(mode="json")
-    (out_dir / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
-    cfg.save(out_dir / "preprocess.json")
-    counts = {s: len(d.labels) for s, d in splits.items()}
+    row = state.history[-1]
+    mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
     log.info(
-        "model %s (%s params) on %s, bf16=%s, threads=%d, image %dpx, splits %s",
-        params.model.name,
-        f"{count_parameters(model):,}",
-        device,
-        bf16,
-        torch.get_num_threads(),
-        cfg.image_size,
-        counts,
-    )
+        "epoch %d/%d  train_loss %.4f acc %.4f | val_loss %.4f acc %.4f f1 %.4f | %.0f img/s%s",
+        row["epoch"], epochs, tr["loss"], tr["accuracy"], va["loss"], va["accuracy"], va["f1"], tr["images_per_s"],
+        "  *best*" if better else "",
+    )  # fmt: skip
+
+
+@contextlib.contextmanager
+def tracking_run(
+    params: Params, ckpt: Checkpoint, model: nn.Module, splits: dict[str, SplitData], dist: Dist
+) -> Iterator[str | None]:
+    """The MLflow run of this training (rank 0 only; resumed runs continue theirs)."""
+    if not dist.is_main:
+        yield None
+        return
+    import mlflow
+
+    from catsdogs import tracking
 
     tracking.setup_mlflow()
-    run = mlflow.start_run(run_id=state["run_id"]) if state["run_id"] else mlflow.start_run()
-    with run:
-        run_id = run.info.run_id
-        state["run_id"] = run_id
-        if not resume:
+    with mlflow.start_run(run_id=ckpt.state.run_id) as run:
+        if ckpt.state.run_id is None:
+            resolved = ckpt.params
             flat = {f"{k}.{kk}": vv for k, v in resolved.items() for kk, vv in v.items() if not isinstance(vv, dict)}
             flat.update({f"train.augment.{k}": v for k, v in resolved["train"]["augment"].items()})
-            flat.update({"parameters": count_parameters(model), "device": device.type, "bf16": bf16})
-            flat.update({f"n_{s}": n for s, n in counts.items()})
+            flat.update({"parameters": count_parameters(model), "world_size": dist.world_size})
+            flat.update({f"n_{s}": len(d.labels) for s, d in splits.items()})
             mlflow.log_params(flat)
-            mlflow.set_tags({"git_commit": tracking.git_commit(), "data_hash": data_hash, "model": params.model.name})
+            mlflow.set_tags({"git_commit": ckpt.git_commit, "data_hash": ckpt.data_hash, "model": ckpt.model_name})
             mlflow.log_dict(resolved, "config/resolved_config.json")
-            mlflow.log_dict(cfg.to_dict(), "config/preprocess.json")
-            mlflow.log_text(f"manifest.csv sha256 {data_hash}\n", "data/manifest_hash.txt")
-            mlflow.log_artifact(str(manifest.parent / "stats.json"), "data")
+            mlflow.log_dict(ckpt.preprocess, "config/preprocess.json")
+        yield run.info.run_id
 
-        t0 = time.perf_counter()
-        for epoch in range(state["epoch"] + 1, tp.epochs + 1):
-            tr = train_one_epoch(
-                model,
-                train_loader,
-                train_tf,
-                optimizer,
-                scheduler,
-                device,
-                bf16=bf16,
-                label_smoothing=tp.label_smoothing,
-                desc=f"epoch {epoch}/{tp.epochs}",
-            )
-            va = validate(model, val_loader, eval_tf, device, bf16=bf16)
-            row = {
-                "epoch": epoch,
-                "train_loss": tr["loss"],
-                "train_accuracy": tr["accuracy"],
-                "val_loss": va["loss"],
-                "val_accuracy": va["accuracy"],
-                "val_precision": va["precision"],
-                "val_recall": va["recall"],
-                "val_f1": va["f1"],
-                "images_per_s": tr["images_per_s"],
-                "lr": scheduler.get_last_lr()[0],
-            }
-            state["history"].append(row)
-            mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
-            improved = va["accuracy"] > state["best_val_accuracy"]
-            if improved:
-                state.update(best_val_accuracy=va["accuracy"], best_epoch=epoch, stale=0)
-            else:
-                state["stale"] += 1
-            state["epoch"] = epoch
-            ckpt = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "state": state,
-                "model_name": params.model.name,
-                "dropout": params.model.dropout,
-                "preprocess": cfg.to_dict(),
-                "prepared_dir": str(prepared_dir),
-                "params": resolved,
-            }
-            torch.save(ckpt, last_ckpt)
-            if improved:
-                torch.save({k: v for k, v in ckpt.items() if k not in ("optimizer", "scheduler")}, best_ckpt)
-            log.info(
-                "epoch %d/%d  train_loss %.4f acc %.4f | val_loss %.4f acc %.4f f1 %.4f | %.0f img/s%s",
-                epoch,
-                tp.epochs,
-                tr["loss"],
-                tr["accuracy"],
-                va["loss"],
-                va["accuracy"],
-                va["f1"],
-                tr["images_per_s"],
-                "  *best*" if improved else "",
-            )
-            if state["stale"] >= tp.patience:
-                log.info("early stopping: val_accuracy has not improved for %d epochs", tp.patience)
-                break
-        train_seconds = time.perf_counter() - t0
-        mlflow.log_metric("train_seconds", train_seconds)
-        (out_dir / "history.json").write_text(json.dumps(state["history"], indent=2) + "\n")
 
-        # Artifacts from the best checkpoint on the validation split.
-        best = torch.load(best_ckpt, map_location=device, weights_only=False)
-        model.load_state_dict(best["model"])
-        probs, labels = predict_proba(model, val_loader, eval_tf, device, bf16=bf16)
-        plots_dir = out_dir / "plots"
-        plots_dir.mkdir(exist_ok=True)
-        plots.learning_curves(state["history"], plots_dir / "learning_curves.png")
-        plots.confusion_matrix(probs, labels, CLASSES, plots_dir / "val_confusion_matrix.png", title="Validation")
-        report = plots.classification_report_text(probs, labels, CLASSES)
-        (out_dir / "val_classification_report.txt").write_text(report)
-        for name in ("learning_curves.png", "val_confusion_matrix.png"):
-            mlflow.log_artifact(str(plots_dir / name), "plots")
-        mlflow.log_artifact(str(out_dir / "val_classification_report.txt"), "reports")
-        mlflow.log_artifact(str(out_dir / "history.json"), "reports")
-        mlflow.log_artifact(str(out_dir / "config.json"), "config")
+def finish(
+    model: nn.Module,
+    job: Job,
+    ckpt: Checkpoint,
+    params: Params,
+    device: torch.device,
+    dist: Dist,
+    out_dir: Path,
+    register: bool,
+) -> str | None:
+    """Reports of the best epoch, registry entry and run.json (rank 0)."""
+    if not dist.is_main:
+        return None
+    import mlflow
 
-        version = log_and_register(model.float().to("cpu").to(memory_format=torch.contiguous_format), cfg, register)
-        summary = {
-            "run_id": run_id,
-            "best_epoch": state["best_epoch"],
-            "best_val_accuracy": state["best_val_accuracy"],
-            "epochs_run": state["epoch"],
-            "train_seconds": round(train_seconds, 1),
-            "registered_version": version,
-            "device": device.type,
-            "bf16": bf16,
-            "threads": torch.get_num_threads(),
-        }
-        (out_dir / "run.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return TrainResult(
-        run_id, state["best_val_accuracy"], state["best_epoch"], best_ckpt, state["history"], registered_version=version
-    )
+    from catsdogs import plots
+
+    state = ckpt.state
+    (out_dir / "history.json").write_text(json.dumps(state.history, indent=2) + "\n")
+    best = Checkpoint.load(out_dir / "best.pt", device)
+    model.load_state_dict(best.model_state)
+    val_loader = ArrayLoader(job.val_loader.data, 1024, shuffle=False)
+    probs, labels = predict_shard(job.trainable, val_loader, job.eval_tf, device, bf16=False)
+    plots_dir = out_dir / "plots"
+    plots_dir.mkdir(exist_ok=True)
+    plots.learning_curves(state.history, plots_dir / "learning_curves.png")
+    plots.confusion_matrix(probs, labels, CLASSES, plots_dir / "val_confusion_matrix.png", title="Validation")
+    (out_dir / "val_classification_report.txt").write_text(plots.classification_report_text(probs, labels, CLASSES))
+    mlflow.log_artifacts(str(plots_dir), "plots")
+    for name in ("val_classification_report.txt", "history.json"):
+        mlflow.log_artifact(str(out_dir / name), "reports")
+    train_seconds = sum(row["seconds"] for row in state.history)
+    mlflow.log_metric("train_seconds", train_seconds)
+    cfg = PreprocessConfig.from_dict(ckpt.preprocess)
+    version = log_and_register(model.float().cpu().to(memory_format=torch.contiguous_format), cfg, register)
+    summary = {
+        "run_id": state.run_id,
+        "best_epoch": state.best_epoch,
+        "best_val_accuracy": state.best_val_accuracy,
+        "best_val_loss": state.best_val_loss,
+        "epochs_run": state.epoch,
+        "train_seconds": round(train_seconds, 1),
+        "registered_version": version,
+        "git_commit": ckpt.git_commit,
+        "data_hash": ckpt.data_hash,
+        "device": device.type,
+        "world_size": dist.world_size,
+        "threads": torch.get_num_threads(),
+    }
+    (out_dir / "run.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return version
 
 
 def log_and_register(model: nn.Module, cfg: PreprocessConfig, register: bool) -> str | None:
-    """Log the model with signature + input example; register it with alias ``challenger``."""
+    """Log the PyTorch model with signature + input example; register it with alias ``challenger``."""
     import mlflow
     from mlflow.models import infer_signature
 
@@ -484,20 +517,4 @@ def log_and_register(model: nn.Module, cfg: PreprocessConfig, register: bool) ->
     return str(version) if version is not None else None
 
 
-def load_checkpoint(
-    path: Path, device: str | torch.device = "cpu", *, image_size: int | None = None
-) -> tuple[nn.Module, PreprocessConfig, dict[str, Any]]:
-    """A trained model (eval mode) and its preprocessing from a checkpoint file.
-
-    ``image_size`` sets the inference input size (``inference.image_size``); the fitted
-    normalisation is kept. Both architectures pool globally, so any size runs.
-    """
-    ckpt = torch.load(path, map_location=device, weights_only=False)
-    model = create_model(
-        ckpt["model_name"], num_classes=len(ckpt["preprocess"]["class_names"]), dropout=ckpt["dropout"]
-    )
-    model.load_state_dict(ckpt["model"])
-    cfg = PreprocessConfig.from_dict(ckpt["preprocess"])
-    if image_size:
-        cfg = dataclasses.replace(cfg, image_size=image_size)
-    return model.eval(), cfg, ckpt
+__all__ = ["TrainResult", "build_optimizer", "run_training", "train_one_epoch", "validate", "warmup_cosine"]

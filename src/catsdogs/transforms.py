@@ -20,10 +20,11 @@ import json
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from pydantic import ConfigDict, Field
 
 if TYPE_CHECKING:
     import torch
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 # statistics of its own train split.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 DEFAULT_MAX_PIXELS = 40_000_000  # ~ a 7300x5500 photo; larger is treated as a bomb
 
 
@@ -170,14 +172,16 @@ def normalize(pixels: Any, cfg: PreprocessConfig) -> Any:
 
 @dataclass
 class AugmentConfig:
-    """Training-only augmentation parameters (from params.yaml)."""
+    """Training-only augmentation (``train.augment`` in params.yaml, validated there by pydantic)."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
 
     scale: tuple[float, float] = (0.35, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    hflip: float = 0.5
-    brightness: float = 0.3
-    contrast: float = 0.3
-    saturation: float = 0.3
+    hflip: Annotated[float, Field(ge=0, le=1)] = 0.5
+    brightness: Annotated[float, Field(ge=0, lt=1)] = 0.3
+    contrast: Annotated[float, Field(ge=0, lt=1)] = 0.3
+    saturation: Annotated[float, Field(ge=0, lt=1)] = 0.3
 
 
 class Transform:

@@ -1,24 +1,24 @@
 """The quality gate CI runs before a model may ship.
 
-It re-measures the bundle itself, on the held-out test split, through the serving
-preprocessing path (decode -> resize -> normalise -> ONNX Runtime), and fails with
-the reason when accuracy, ONNX/PyTorch parity or single-image latency misses its
-threshold in ``params.yaml``. On success the registry alias ``champion`` moves to
-the bundle's registered version.
+It runs the bundle through ``Predictor`` — exactly what the API serves (decode -> resize -> normalise
+-> ONNX Runtime, the bundle's default backend) — on the held-out test split, and fails with the reason
+when accuracy, ONNX/PyTorch parity or single-image latency misses its threshold in ``params.yaml``.
+On success the registry alias ``champion`` moves to the local version that holds exactly this bundle
+(found by content hash, registered if missing): never a version number from another machine.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from catsdogs.config import Params
-from catsdogs.data import CLASSES, ensure_prepared, read_manifest
-from catsdogs.transforms import PreprocessConfig, create_transform, load_image
+from catsdogs.data import CLASSES, ensure_prepared, raw_source, read_manifest
+from catsdogs.predictor import ModelLoadError, Predictor
 
 log = logging.getLogger(__name__)
 
@@ -40,107 +40,77 @@ class GateResult:
         return bool(self.checks) and all(c.passed for c in self.checks)
 
 
-def _test_inputs(params: Params, cfg: PreprocessConfig, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def test_images(params: Params) -> tuple[list[bytes], np.ndarray]:
+    """The test split's files as uploaded bytes, and their labels."""
     prepared = ensure_prepared(params, fallback_dir=params.path(params.train.output_dir) / "prepared")
-    source = Path(json.loads((prepared / "stats.json").read_text())["source"])
-    records = [r for r in read_manifest(prepared / "manifest.csv") if r.split == "test"][:limit]
+    source = raw_source(prepared, params.base_dir)
+    records = [r for r in read_manifest(prepared / "manifest.csv") if r.split == "test"][: params.gate.sample]
     if not records:
         raise ValueError(f"the test split in {prepared} is empty")
-    transform = create_transform(cfg)
-    x = np.stack([transform(load_image((source / r.path).read_bytes(), target_size=cfg.image_size)) for r in records])
-    return x, np.asarray([CLASSES.index(r.label) for r in records])
+    return [(source / r.path).read_bytes() for r in records], np.asarray([CLASSES.index(r.label) for r in records])
 
 
 def run_gate(params: Params, *, model_dir: Path | None = None, promote: bool = True) -> GateResult:
-    from catsdogs.export import latency_ms, ort_proba, ort_session
-
-    gate = params.gate
     bundle = model_dir or params.path(params.export.output_dir)
-    meta_file = bundle / "model.json"
     result = GateResult()
-    if not meta_file.exists():
-        result.checks.append(Check("bundle", False, f"no model.json in {bundle}: run `catsdogs export` first"))
+    try:
+        predictor = Predictor.load(bundle)
+    except ModelLoadError as exc:
+        result.checks.append(Check("bundle", False, f"{exc} (run `catsdogs export` first)"))
         return result
-    meta = json.loads(meta_file.read_text())
-    cfg = PreprocessConfig.from_dict(meta["preprocess"])
-    backend = meta.get("default_backend", "onnx")
-    model_file = bundle / (meta["files"]["onnx_int8"] if backend == "onnx-int8" else meta["files"]["onnx"])
-    session = ort_session(model_file)
-
-    x, labels = _test_inputs(params, cfg)
-    probs = ort_proba(session, x)
-    accuracy = float((probs.argmax(1) == labels).mean())
-    result.checks.append(
-        Check(
-            "accuracy",
-            accuracy >= gate.min_accuracy,
-            f"test accuracy {accuracy:.4f} on {len(labels)} images ({backend}) vs threshold {gate.min_accuracy:.4f}",
-        )
-    )
-
-    torch_file = bundle / meta["files"].get("torch", "model.pt")
-    if torch_file.exists():
-        import torch
-
-        from catsdogs.model import create_model, with_tta
-
-        model = create_model(meta["architecture"], num_classes=len(cfg.class_names))
-        model.load_state_dict(torch.load(torch_file, map_location="cpu", weights_only=True))
-        model = with_tta(model.eval(), meta.get("tta"))
-        sample = x[:256]
-        with torch.no_grad():
-            p_torch = torch.softmax(model.eval()(torch.from_numpy(sample)), dim=1).numpy()
-        diff = float(np.abs(ort_proba(ort_session(bundle / meta["files"]["onnx"]), sample) - p_torch).max())
-        result.checks.append(
-            Check(
-                "onnx_parity",
-                diff <= gate.max_parity_diff,
-                f"max |p_onnx - p_torch| {diff:.2e} vs {gate.max_parity_diff:.0e}",
-            )
-        )
-    else:
-        result.checks.append(
-            Check("onnx_parity", False, f"{torch_file.name} missing from the bundle: parity cannot be checked")
-        )
-
-    lat = latency_ms(session, cfg.image_size, runs=100)
-    result.checks.append(
-        Check(
-            "latency",
-            lat["p50"] <= gate.max_latency_ms,
-            f"single-image p50 {lat['p50']:.2f} ms vs budget {gate.max_latency_ms} ms",
-        )
-    )
-
+    images, labels = test_images(params)
+    result.checks += [accuracy_check(predictor, images, labels, params.gate.min_accuracy)]
+    result.checks += [parity_check(predictor, images[:256], params.gate.max_parity_diff)]
+    result.checks += [latency_check(predictor, images[0], params.gate.max_latency_ms)]
     if result.passed and promote:
-        result.promoted = _promote(meta.get("registered_version"), gate.registered_model)
+        from catsdogs import tracking
+
+        result.promoted = tracking.promote_bundle(bundle, predictor.meta, "champion")
     return result
 
 
-def _promote(version: str | None, name: str) -> str | None:
-    """Set alias ``champion``; a bundle unknown to this registry (e.g. a fresh CI clone) is not an error."""
-    if not version:
-        log.warning("the bundle has no registered version: nothing to promote")
-        return None
-    try:
-        import mlflow
+def accuracy_check(predictor: Predictor, images: list[bytes], labels: np.ndarray, floor: float) -> Check:
+    predicted = []
+    for i in range(0, len(images), 64):
+        predicted += [predictor.class_names.index(p.label) for p in predictor.predict_bytes(images[i : i + 64])]
+    accuracy = float((np.asarray(predicted) == labels).mean())
+    detail = f"test accuracy {accuracy:.4f} on {len(labels)} images ({predictor.backend}) vs threshold {floor:.4f}"
+    return Check("accuracy", accuracy >= floor, detail)
 
-        from catsdogs import tracking
 
-        tracking.setup_mlflow()
-        mlflow.MlflowClient().get_model_version(name, version)
-        tracking.set_alias(version, "champion", name)
-    except ImportError:
-        log.warning("mlflow is not installed: alias champion not set")
-        return None
-    except Exception as exc:  # MlflowException (unknown version) or an unreachable server
-        log.warning(
-            "alias champion not set: %s version %s is not in registry %s (%s)",
-            name,
-            version,
-            tracking.tracking_uri(),
-            exc,
-        )
-        return None
-    log.info("alias champion -> %s version %s", name, version)
-    return version
+def parity_check(predictor: Predictor, images: list[bytes], max_diff: float) -> Check:
+    """The fp32 ONNX graph against the PyTorch weights of the same bundle, on the same inputs."""
+    torch_file = predictor.bundle_dir / predictor.meta["files"].get("torch", "model.pt")
+    if not torch_file.exists():
+        return Check("onnx_parity", False, f"{torch_file.name} missing from the bundle: parity cannot be checked")
+    import torch
+
+    from catsdogs.inference import serving_model
+    from catsdogs.metrics import softmax
+    from catsdogs.model import create_model
+
+    meta = predictor.meta
+    model = create_model(meta["architecture"], num_classes=len(predictor.class_names))
+    model.load_state_dict(torch.load(torch_file, map_location="cpu", weights_only=True))
+    graph = serving_model(model, temperature=meta["calibration"]["temperature"], tta=meta.get("tta", "none"))
+    x = np.stack([predictor.preprocess(b) for b in images])
+    with torch.no_grad():
+        out = graph(torch.from_numpy(x))
+    p_torch = softmax((out[0] if isinstance(out, tuple) else out).numpy())
+    fp32 = predictor if predictor.backend == "onnx" else Predictor.load(predictor.bundle_dir, backend="onnx")
+    diff = float(np.abs(fp32.run(x)[0] - p_torch).max())
+    return Check("onnx_parity", diff <= max_diff, f"max |p_onnx - p_torch| {diff:.2e} vs {max_diff:.0e}")
+
+
+def latency_check(predictor: Predictor, image: bytes, budget_ms: float, runs: int = 100) -> Check:
+    """Model-only, batch-1 p50 on the served backend."""
+    x = predictor.preprocess(image)[np.newaxis]
+    for _ in range(5):
+        predictor.run(x)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        predictor.run(x)
+        times.append((time.perf_counter() - t) * 1000)
+    p50 = float(np.median(times))
+    return Check("latency", p50 <= budget_ms, f"single-image p50 {p50:.2f} ms vs budget {budget_ms} ms")

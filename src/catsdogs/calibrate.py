@@ -1,0 +1,108 @@
+"""Fit what turns scores into honest answers, on the validation split only.
+
+* a temperature for the logits (temperature scaling: the probabilities mean what they say);
+* the pet-score threshold below which an image "does not look like a cat or a dog";
+* the confidence below which the answer is "not sure".
+
+``catsdogs calibrate`` writes them to ``calibration.json`` beside the checkpoint; export bakes the
+temperature into the ONNX graph and copies the thresholds into ``model.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from catsdogs.config import Params
+from catsdogs.metrics import expected_calibration_error, log_loss, softmax
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    temperature: float = 1.0
+    pet_threshold: float | None = None  # None: the model has no pet score
+    unsure_below: float = 0.0
+    image_size: int = 0  # the input size the values were fitted at
+    val: dict[str, Any] | None = None  # what the fit measured on val
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> Calibration:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"no calibration at {path}: run `catsdogs calibrate` first")
+        return cls(**json.loads(Path(path).read_text()))
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature T > 0 that minimises the NLL of softmax(logits / T)."""
+    from scipy.optimize import minimize_scalar
+
+    res = minimize_scalar(
+        lambda log_t: log_loss(softmax(logits, float(np.exp(log_t))), labels), bounds=(-3.0, 3.0), method="bounded"
+    )
+    return float(np.exp(res.x))
+
+
+def pet_threshold(pet_scores: np.ndarray, max_false_rejection: float) -> float:
+    """The largest threshold that rejects at most ``max_false_rejection`` of these (real pet) images."""
+    return float(np.quantile(pet_scores, max_false_rejection, method="lower"))
+
+
+def unsure_threshold(probs: np.ndarray, labels: np.ndarray, confident_accuracy: float) -> float:
+    """The lowest confidence t such that answers with confidence >= t are right ``confident_accuracy`` of the time."""
+    conf = probs.max(1)
+    correct = probs.argmax(1) == labels
+    order = np.argsort(-conf)
+    running = np.cumsum(correct[order]) / np.arange(1, len(order) + 1)  # accuracy of the top-k most confident
+    ok = np.nonzero(running >= confident_accuracy)[0]
+    return float(conf[order][ok[-1]]) if len(ok) else 1.0
+
+
+def fit(logits: np.ndarray, labels: np.ndarray, pet: np.ndarray | None, params: Params, image_size: int) -> Calibration:
+    c = params.calibration
+    t = fit_temperature(logits, labels)
+    before, after = softmax(logits), softmax(logits, t)
+    threshold = pet_threshold(pet, c.max_false_rejection) if pet is not None else None
+    val = {
+        "n": len(labels),
+        "nll_before": round(log_loss(before, labels), 6),
+        "nll_after": round(log_loss(after, labels), 6),
+        "ece_before": round(expected_calibration_error(before, labels), 6),
+        "ece_after": round(expected_calibration_error(after, labels), 6),
+    }
+    unsure = unsure_threshold(after, labels, c.confident_accuracy)
+    val["unsure_share"] = round(float((after.max(1) < unsure).mean()), 6)
+    if pet is not None:
+        val["false_rejection"] = round(float((pet < threshold).mean()), 6)
+    return Calibration(round(t, 6), threshold, round(unsure, 6), image_size, val)
+
+
+def run_calibration(params: Params, *, checkpoint: Path | None = None, output: Path | None = None) -> Calibration:
+    from catsdogs.evaluate import load_for_inference, predict_split
+
+    model, cfg, _, prepared_dir = load_for_inference(params, checkpoint)
+    from catsdogs.data import load_split
+
+    val = load_split(params, prepared_dir, cfg, "val")
+    logits, pet = predict_split(model, cfg, val, params.inference.tta)
+    cal = fit(logits, val.labels, pet, params, cfg.image_size)
+    out = output or params.path(params.train.output_dir) / "calibration.json"
+    cal.save(out)
+    log.info(
+        "calibration on %d val images: T=%.3f, pet threshold %s, unsure below %.3f, %s",
+        len(val.labels),
+        cal.temperature,
+        cal.pet_threshold,
+        cal.unsure_below,
+        cal.val,
+    )
+    return cal

@@ -1,0 +1,136 @@
+"""MODEL_CARD.md, written from the bundle's model.json and the pipeline's reports (never by hand)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from catsdogs.config import Params
+
+
+def _read(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def write_model_card(params: Params, bundle: Path) -> Path:
+    meta = _read(bundle / "model.json")
+    if not meta:
+        raise FileNotFoundError(f"no model.json in {bundle}: run `catsdogs export` first")
+    reports = params.path("reports")
+    sections = [
+        _model(meta),
+        _data(_read(params.path(params.data.prepared_dir) / "stats.json")),
+        _training(meta),
+        _test(meta, _read(reports / "metrics.json")),
+        _robustness(_read(reports / "robustness.json"), _read(reports / "robustness_previous.json")),
+        _reproduce(meta),
+        LIMITS,
+    ]
+    path = bundle / "MODEL_CARD.md"
+    path.write_text(f"# Model card: catsdogs {meta['version']}\n\n" + "\n\n".join(s for s in sections if s) + "\n")
+    return path
+
+
+def _model(meta: dict[str, Any]) -> str:
+    pre = meta["preprocess"]
+    size = pre["image_size"]
+    th = meta.get("thresholds") or {}
+    lat = meta["export"]["latency_ms"]
+    return f"""Binary image classifier: is the pet in the photo a **cat** or a **dog** — and is it a cat or a dog at all?
+
+## Model
+- Architecture: `{meta["architecture"]}` ({meta["parameters"]:,} parameters), input {size}x{size} RGB, squash-resized
+  (bilinear), normalised with mean {pre["mean"]} / std {pre["std"]}; test-time augmentation `{meta["tta"]}`.
+- Outputs: {", ".join(f"`{o}`" for o in meta.get("outputs", ["logits"]))}. Logits are divided by the temperature
+  {meta["calibration"]["temperature"]} fitted on val, inside the graph: served probabilities are calibrated.
+- Not a cat or a dog: `pet_score` (the untouched ImageNet head's total probability on its 5 cat and 118 dog
+  classes) below {th.get("pet_score")}. Not sure: calibrated confidence below {th.get("unsure_below")}. Both chosen on val.
+- Files: `model.onnx` (fp32){", `model.int8.onnx` (static INT8)" if meta["files"].get("onnx_int8") else ""}, `model.pt`, `model.json`.
+  Default backend `{meta["default_backend"]}`. Model-only latency, batch 1, p50/p95 ms on the export machine:
+  {", ".join(f"{k} {v['p50']}/{v['p95']}" for k, v in lat.items())}."""
+
+
+def _data(stats: dict[str, Any]) -> str:
+    rows = "\n".join(
+        f"| {s} | {c['cat']:,} | {c['dog']:,} | {c['cat'] + c['dog']:,} |" for s, c in stats.get("counts", {}).items()
+    )
+    return f"""## Data
+Kaggle "Dogs vs. Cats" training set (Asirra; 200x200 redistribution): {stats.get("found", "?")} files,
+{stats.get("kept", "?")} kept after validation and content de-duplication ({stats.get("duplicates_removed", "?")} duplicates
+removed). Split by content hash, no duplicate across splits:
+
+| split | cat | dog | total |
+|---|---:|---:|---:|
+{rows}"""
+
+
+def _training(meta: dict[str, Any]) -> str:
+    t, p = meta.get("training") or {}, meta["params"]
+    tp = p["train"]
+    minutes = f"{t['train_seconds'] / 60:.1f} min" if t.get("train_seconds") is not None else "n/a"
+    return f"""## Training
+- Recipe `{tp["recipe"]}`, pretrained {p["model"].get("pretrained")}: epochs {tp["epochs"]} (ran {t.get("epochs_run")}, best
+  epoch {t.get("best_epoch")} by `{tp["early_stopping"]}`), batch {tp["batch_size"]}, AdamW lr {tp["lr"]}, weight decay
+  {tp["weight_decay"]}, dropout {p["model"]["dropout"]}. Best val accuracy {t.get("best_val_accuracy")}.
+- Hardware: {t.get("device")}, {t.get("world_size")} process(es) x {t.get("threads")} threads; loop time {minutes}.
+- Lineage: training commit `{meta["git_commit"]}`, data (manifest sha256) `{meta["data_hash"]}`, MLflow run
+  `{meta["mlflow_run_id"]}`. Bundle sha256 `{meta["sha256"]["bundle"]}`."""
+
+
+def _test(meta: dict[str, Any], m: dict[str, Any]) -> str:
+    if not m:
+        return ""
+    cal, nc = m.get("calibration", {}), m.get("not_cat_or_dog", {})
+    exp = meta["export"]
+    int8 = exp.get("int8")
+    rows = "\n".join(f"| {k} | {m[k]:.4f} |" for k in ("accuracy", "precision", "recall", "f1", "roc_auc"))
+    groups = "\n".join(f"| {g} | {d['n']} | {d['detected']:.1%} |" for g, d in nc.get("detection_by_group", {}).items())
+    return f"""## Test split ({m.get("n_test")} images, evaluated once)
+| metric | value |
+|---|---:|
+{rows}
+
+- ONNX fp32 test accuracy {exp["onnx"]["accuracy"]:.4f} (max |p_onnx - p_torch| {exp["onnx"]["max_prob_diff_vs_torch"]:.1e}).
+  {f"INT8: test {int8['accuracy']:.4f}, val drop {int8['val_accuracy_drop'] * 100:.2f} points, {'kept' if int8['kept'] else 'discarded'}." if int8 else ""}
+- Calibration (15-bin ECE / NLL on test): before {cal.get("ece_before")} / {cal.get("nll_before")}, after temperature
+  scaling {cal.get("ece_after")} / {cal.get("nll_after")}. "Not sure" on {cal.get("unsure_share", 0):.1%} of test
+  images; accuracy on the rest {cal.get("accuracy_when_sure")}.
+- Not a cat or a dog: {nc.get("false_rejection", 0):.2%} of the test split's cats and dogs wrongly rejected; detection on
+  non-pet images {nc.get("detection", 0):.1%}:
+
+| non-pet group | images | flagged |
+|---|---:|---:|
+{groups}"""
+
+
+def _robustness(new: dict[str, Any], old: dict[str, Any]) -> str:
+    if not new:
+        return ""
+    head = "| corruption | this model |" + (f" previous ({old.get('model')}) |" if old else "")
+    sep = "|---|---:|" + ("---:|" if old else "")
+    rows = "\n".join(
+        f"| {k} | {v:.4f} |" + (f" {old['accuracy'].get(k, float('nan')):.4f} |" if old else "")
+        for k, v in new["accuracy"].items()
+    )
+    return f"""## Robustness (test split, {new["n"]} images, served backend; `catsdogs robustness`)
+{head}
+{sep}
+{rows}"""
+
+
+def _reproduce(meta: dict[str, Any]) -> str:
+    return """## Reproduce
+```bash
+make init
+.venv/bin/dvc repro   # prepare -> train -> calibrate -> evaluate -> export -> robustness -> model card
+.venv/bin/catsdogs validate
+```"""
+
+
+LIMITS = """## Intended use and limits
+For sorting pet photos on an adoption platform. The classifier only knows cats and dogs; the pet score
+flags most other images (blank, noise, text, people, vehicles, landscapes), but an animal that ImageNet
+confuses with a cat or a dog (a fox, a plush toy) can still get an answer. Kaggle photos are mostly amateur
+photos of one animal; several animals, drawings or heavy filters are less reliable. Monitor the rate of
+"not a cat or a dog" and "not sure" answers in production."""
