@@ -33,8 +33,9 @@ DESCRIPTION = """
 Classifies pet photos as **cat** or **dog** with an ONNX model (onnxruntime, CPU).
 
 * `POST /predict` with multipart field `file`; `POST /predict/batch` with repeated field `files`.
-* Errors are always `{"detail": {"code": "...", "message": "..."}}`: 400 bad image, 413 too large,
-  415 not an image type, 422 missing field, 503 model not ready.
+* Errors are `{"detail": "<what is wrong>", "code": "<machine code>"}` (FastAPI's convention, plus a code):
+  400 not a usable image, 413 too large, 415 request not multipart, 503 model not ready; 422 is FastAPI's
+  validation list (e.g. no `file` field) with `code` beside it.
 * Every response carries `X-Request-ID` (yours, echoed, or a generated one).
 """
 

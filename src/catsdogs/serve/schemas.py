@@ -16,12 +16,25 @@ _PREDICTION_EXAMPLE: dict[str, Any] = {
 
 
 class ErrorDetail(BaseModel):
+    """The error of one file inside a `/predict/batch` answer."""
+
     code: str = Field(description="Stable machine-readable reason, e.g. `not_an_image`, `too_large`.")
     message: str = Field(description="What is wrong, for humans.")
 
 
 class ErrorResponse(BaseModel):
-    detail: ErrorDetail
+    """Every error the API itself produces (FastAPI's `HTTPException` shape, plus a machine-readable code)."""
+
+    model_config = ConfigDict(extra="allow")
+    detail: str = Field(description="What is wrong, as a sentence for humans.")
+    code: str = Field(description="Stable machine-readable reason, e.g. `not_an_image`, `too_large`.")
+
+
+class ValidationErrorResponse(BaseModel):
+    """FastAPI's own validation error (unchanged), plus a machine-readable code."""
+
+    detail: list[dict[str, Any]] = Field(description="FastAPI's list of validation errors (`loc`, `msg`, `type`).")
+    code: str = Field(description="`missing_field` or `invalid_request`.")
 
 
 class PredictionFields(BaseModel):
