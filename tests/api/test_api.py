@@ -227,14 +227,17 @@ BAD_UPLOADS: list[tuple[str, Callable[[Path], dict[str, Any]], int, str]] = [
     ("empty file", lambda _: {"files": {"file": ("a.jpg", b"", "image/jpeg")}}, 400, "empty"),
     ("text as jpeg", lambda _: {"files": {"file": ("a.jpg", b"hello, world" * 10, "image/jpeg")}}, 400, "not_an_image"),
     ("truncated jpeg", lambda u: {"files": {"file": ("a.jpg", _truncated_jpeg(u), "image/jpeg")}}, 400, "corrupt"),
-    ("text type", lambda _: {"files": {"file": ("a.txt", b"hello", "text/plain")}}, 415, "unsupported_media_type"),
+    # A part that is not an image by its declared type: 400, with the machine code that says why.
+    ("text type", lambda _: {"files": {"file": ("a.txt", b"hello", "text/plain")}}, 400, "unsupported_media_type"),
     (
         "pdf type",
         lambda _: {"files": {"file": ("a.pdf", b"%PDF-1.4", "application/pdf")}},
-        415,
+        400,
         "unsupported_media_type",
     ),
     ("missing field", lambda _: {"files": {"note": (None, b"hello")}}, 422, "missing_field"),
+    ("no body at all", lambda _: {}, 422, "missing_field"),
+    # The request itself is not multipart: 415.
     ("form urlencoded", lambda _: {"data": {"file": "x"}}, 415, "unsupported_media_type"),
     ("wrong field name", lambda _: {"files": {"image": ("a.jpg", b"x", "image/jpeg")}}, 422, "missing_field"),
     ("json body", lambda _: {"json": {"file": "x"}}, 415, "unsupported_media_type"),

@@ -35,7 +35,9 @@ def check_upload(upload: UploadFile, max_bytes: int) -> PredictionError | None:
 
 
 def _status(reason: str) -> int:
-    return {"unsupported_media_type": 415, "too_large": 413}.get(reason) or IMAGE_ERROR_STATUS.get(reason, 400)
+    # A part that is not an image (declared type or content) is a 400, as the original API answered; 415 is
+    # kept for a request whose own Content-Type is wrong (see errors.py).
+    return 413 if reason == "too_large" else IMAGE_ERROR_STATUS.get(reason, 400)
 
 
 def _record(metrics: Metrics, results: list[PredictionResult]) -> None:
