@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from apihelpers import BLUE, IMAGE_SIZE, RED, RunSpy, encode, model_input_of, pn
 from fastapi.testclient import TestClient
 from PIL import Image
 
+import catsdogs
 from catsdogs.predictor import Predictor
 from catsdogs.serve import app as app_module
 from catsdogs.serve.app import create_app
@@ -60,7 +62,8 @@ def test_root_returns_api_info(client: TestClient) -> None:
     r = client.get("/", headers={"Accept": "application/json"})
     assert r.status_code == 200
     body = r.json()
-    assert body["name"] == "Cats vs Dogs API"
+    assert body["name"] == "Cats vs Dogs API" and body["message"] == "Cats vs Dogs Classification API"
+    assert (body["docs"], body["health"], body["predict"]) == ("/docs", "/health", "/predict")
     assert body["model_version"] == "1.0.0-test"
     assert body["links"]["predict"] == "/predict" and body["links"]["ui"] == "/ui"
 
@@ -108,7 +111,12 @@ def test_static_files_are_served(client: TestClient) -> None:
 
 def test_health(client: TestClient) -> None:
     r = client.get("/health")
-    assert r.status_code == 200 and r.json() == {"status": "healthy"}
+    assert r.status_code == 200
+    body = r.json()
+    assert set(body) == {"status", "model_loaded", "timestamp", "version"}
+    assert body["status"] == "healthy" and body["model_loaded"] is True and body["version"] == catsdogs.__version__
+    stamp = datetime.fromisoformat(body["timestamp"])
+    assert stamp.utcoffset() == timedelta(0) and abs(datetime.now(UTC) - stamp) < timedelta(minutes=1)
 
 
 def test_ready_503_until_loaded_and_warmed(make_client: ClientFactory, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -127,8 +135,10 @@ def test_ready_503_until_loaded_and_warmed(make_client: ClientFactory, monkeypat
             assert r.status_code == 503
             assert time.monotonic() < deadline
             time.sleep(0.01)
-        assert r.status_code == 503 and r.json()["status"] == "not ready"
-        assert client.get("/health").status_code == 200  # alive while loading
+        assert r.status_code == 503 and r.json()["status"] == "not ready" and r.json()["ready"] is False
+        assert r.json()["code"] == "not_ready" and r.json()["detail"] == "the model is warming up"
+        health = client.get("/health")
+        assert health.status_code == 200 and health.json()["model_loaded"] is False  # alive while loading
         p = post_image(client, encode(solid(RED), "JPEG"))
         assert p.status_code == 503 and p.json()["code"] == "not_ready"
         assert "Retry-After" in p.headers
@@ -138,7 +148,14 @@ def test_ready_503_until_loaded_and_warmed(make_client: ClientFactory, monkeypat
         if client.get("/ready").status_code == 200:
             break
         time.sleep(0.01)
-    assert client.get("/ready").json() == {"status": "ready", "model_version": "1.0.0-test", "backend": "onnx"}
+    assert client.get("/ready").json() == {
+        "status": "ready",
+        "ready": True,
+        "device": "cpu",
+        "model": "catsdogs:1.0.0-test",
+        "model_version": "1.0.0-test",
+        "backend": "onnx",
+    }
 
 
 def test_failed_load_is_reported_by_ready_and_health(make_client: ClientFactory, tmp_path: Path) -> None:
@@ -151,6 +168,7 @@ def test_failed_load_is_reported_by_ready_and_health(make_client: ClientFactory,
     assert ready.status_code == 503 and "does not exist" in ready.json()["reason"]
     health = client.get("/health")
     assert health.status_code == 503 and health.json()["status"] == "unhealthy"
+    assert health.json()["code"] == "model_load_failed" and health.json()["model_loaded"] is False
     assert post_image(client, encode(solid(RED), "JPEG")).status_code == 503
 
 

@@ -87,21 +87,45 @@ class BatchResponse(BaseModel):
 
 
 class InfoResponse(BaseModel):
+    message: str = Field(examples=["Cats vs Dogs Classification API"], description="What this service is.")
     name: str
     version: str = Field(description="API version.")
     model_version: str | None = Field(description="Version of the loaded model (null while loading).")
-    links: dict[str, str]
+    docs: str = Field(examples=["/docs"], description="Interactive API reference.")
+    health: str = Field(examples=["/health"], description="Liveness probe.")
+    predict: str = Field(examples=["/predict"], description="Classify one image.")
+    links: dict[str, str] = Field(description="Every endpoint by name.")
 
 
 class HealthResponse(BaseModel):
-    status: str = Field(examples=["healthy"])
+    status: str = Field(examples=["healthy"], description="`healthy` while the process serves requests.")
+    model_loaded: bool = Field(description="A model is loaded (false while the first load is in progress).")
+    timestamp: str = Field(examples=["2025-01-01T12:00:00.000000+00:00"], description="Now, ISO 8601, UTC.")
+    version: str = Field(description="API version.")
+
+
+class UnhealthyResponse(HealthResponse):
+    reason: str
+    detail: str = Field(description="Same as `reason` (the API's error shape).")
+    code: str = Field(examples=["model_load_failed"])
 
 
 class ReadyResponse(BaseModel):
     status: str = Field(examples=["ready"])
+    ready: bool = Field(description="True once the model is loaded and warmed up.")
+    device: str = Field("cpu", description="Where the model runs.")
+    model: str | None = Field(None, examples=["catsdogs:1.0.0"], description="Loaded model, `name:version`.")
     model_version: str | None = None
     backend: str | None = None
-    reason: str | None = None
+
+
+class NotReadyResponse(BaseModel):
+    status: str = Field(examples=["not ready"])
+    ready: bool = Field(examples=[False])
+    device: str = "cpu"
+    reason: str = Field(examples=["the model is loading"])
+    detail: str = Field(description="Same as `reason` (the API's error shape).")
+    code: str = Field(examples=["not_ready"])
 
 
 class ModelInfoResponse(BaseModel):

@@ -54,9 +54,13 @@ def root(request: Request, state: StateDep) -> Any:
     if _wants_html(request):
         return _page()
     return {
+        "message": "Cats vs Dogs Classification API",  # the original API's greeting: its clients read it
         "name": "Cats vs Dogs API",
         "version": __version__,
         "model_version": state.predictor.version if state.predictor else None,
+        "docs": LINKS["docs"],
+        "health": LINKS["health"],
+        "predict": LINKS["predict"],
         "links": LINKS,
     }
 
