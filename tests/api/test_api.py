@@ -199,9 +199,14 @@ def test_predict_contract(client: TestClient) -> None:
         "confidence",
         "probabilities",
         "inference_time_ms",
+        "is_cat_or_dog",
+        "pet_score",
+        "uncertain",
+        "reason",
         "model_version",
         "request_id",
     }
+    assert isinstance(body["is_cat_or_dog"], bool) and isinstance(body["uncertain"], bool)
     assert body["prediction"] == "cat" and body["confidence"] == body["probability"] > 0.99
     assert sum(body["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
     assert body["model_version"] == "1.0.0-test"

@@ -12,6 +12,10 @@ _PREDICTION_EXAMPLE: dict[str, Any] = {
     "confidence": 0.875,
     "probabilities": {"cat": 0.875, "dog": 0.125},
     "inference_time_ms": 3.1,
+    "is_cat_or_dog": True,
+    "pet_score": 0.98,
+    "uncertain": False,
+    "reason": None,
 }
 
 
@@ -43,6 +47,22 @@ class PredictionFields(BaseModel):
     confidence: float = Field(ge=0, le=1, description="Same as `probability` (kept for clients of the seed API).")
     probabilities: dict[str, float] = Field(description="Probability of every class.")
     inference_time_ms: float = Field(description="Model run time (for a batch: the one run of the whole batch).")
+    is_cat_or_dog: bool = Field(
+        True, description="False when the image does not look like a cat or a dog (then `prediction` is unreliable)."
+    )
+    pet_score: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Out-of-distribution score in [0, 1]: how much the image looks like a pet photo "
+        "(null when the model bundle has no such detector).",
+    )
+    uncertain: bool = Field(
+        False, description="The calibrated confidence is below the bundle's threshold (chosen on the validation set)."
+    )
+    reason: str | None = Field(
+        None, description="A short sentence when `is_cat_or_dog` is false or `uncertain` is true, else null."
+    )
 
 
 class PredictionResponse(PredictionFields):
