@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -568,6 +569,27 @@ def test_openapi_documents_every_error(client: TestClient) -> None:
     reload = spec["paths"]["/admin/reload"]["post"]
     assert {"401", "403", "404"} <= set(reload["responses"])
     assert client.get("/docs").status_code == 200
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_docs_pages_load_every_asset_from_this_server(client: TestClient, page: str) -> None:
+    r = client.get(page)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    urls = re.findall(r"""(?:src|href|url)\s*[:=]\s*['"]([^'"]+)['"]""", r.text)
+    assert urls and all(u.startswith("/") and not u.startswith("//") for u in urls), urls
+    assert "https://" not in r.text and "http://" not in r.text
+    for url in urls:
+        asset = client.get(url)
+        assert asset.status_code == 200, url
+        if url.endswith(".js"):
+            assert asset.headers["content-type"].startswith("text/javascript") and len(asset.content) > 100_000
+
+
+def test_unknown_docs_asset_is_404(client: TestClient) -> None:
+    r = client.get("/docs/assets/../../etc/passwd")
+    assert r.status_code == 404
+    r = client.get("/docs/assets/secrets.txt")
+    assert r.status_code == 404 and r.json()["code"] == "not_found"
 
 
 def test_inference_limiter_is_bounded(client: TestClient) -> None:

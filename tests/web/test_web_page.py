@@ -367,3 +367,40 @@ def test_no_request_leaves_the_test_server(ui: UI, uploads_dir: Path) -> None:
     assert len(urls) >= 6  # page, script, style, icon, API info, predictions
     outside = [u for u in urls if not (urlsplit(u).netloc == origin or u.startswith(("data:", f"blob:{ui.base}/")))]
     assert outside == [], outside
+
+
+# --- API reference pages (issue 11): they must render with no network beyond this machine ----------------------
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc"])
+def test_api_docs_render_offline(browser: Browser, server: str, path: str) -> None:
+    spec = httpx.get(server + "/openapi.json").json()
+    summaries = [op["summary"] for item in spec["paths"].values() for op in item.values() if "summary" in op]
+    assert len(summaries) >= 8
+    context = browser.new_context(viewport=DESKTOP, service_workers="block")
+    blocked: list[str] = []
+
+    def loopback_only(route: Any) -> None:
+        url = route.request.url
+        if urlsplit(url).hostname in LOOPBACK_HOSTS or url.startswith(("data:", "blob:")):
+            route.continue_()
+        else:  # what a machine without internet would do to a CDN request
+            blocked.append(url)
+            route.abort("internetdisconnected")
+
+    context.route("**/*", loopback_only)
+    page = context.new_page()
+    script_errors: list[str] = []
+    page.on("pageerror", lambda error: script_errors.append(str(error)))
+    try:
+        page.goto(server + path)
+        # Swagger UI shows one block per operation with its summary; ReDoc one heading per operation.
+        operations = page.locator(".opblock-summary-description" if path == "/docs" else "h2")
+        for summary in summaries:
+            expect(operations.filter(has_text=summary).first).to_be_visible()
+        page.screenshot(path=str(SCREENSHOT_DIR / f"web-docs{path.replace('/', '-')}.png"))
+    finally:
+        context.close()
+    assert blocked == [], f"{path} tried to reach the network: {blocked}"
+    assert script_errors == [], script_errors

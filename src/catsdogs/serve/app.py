@@ -23,7 +23,7 @@ from catsdogs.serve.errors import install_error_handlers
 from catsdogs.serve.logging import configure_logging
 from catsdogs.serve.metrics import Metrics
 from catsdogs.serve.middleware import BodyLimitMiddleware, RequestContextMiddleware, RouteTemplates
-from catsdogs.serve.routes import admin, health, info, metrics, predict
+from catsdogs.serve.routes import admin, docs, health, info, metrics, predict
 from catsdogs.serve.settings import Settings
 from catsdogs.serve.state import ServiceState
 
@@ -88,11 +88,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc come from routes/docs.py, with locally served assets (no CDN)
+        redoc_url=None,
     )
     app.state.service = ServiceState(settings=settings, metrics=Metrics())
 
     install_error_handlers(app)
-    routers = [module.router for module in (info, health, predict, admin, metrics)]
+    routers = [module.router for module in (info, health, predict, admin, metrics, docs)]
     for router in routers:
         app.include_router(router)
     app.mount("/static", OptionalStaticFiles(directory=info.STATIC_DIR, check_dir=False), name="static")
