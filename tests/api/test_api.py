@@ -550,6 +550,16 @@ def test_reload_failure_keeps_the_old_model(make_client: ClientFactory, tmp_path
     assert post_image(client, encode(solid(RED), "JPEG")).json()["model_version"] == "1.0.0-test"
 
 
+@pytest.mark.parametrize("path", ["~no-such-user/bundle", "bundle\x00", "x" * 5000], ids=["tilde", "nul", "long"])
+def test_reload_to_an_unusable_path_is_400_not_500(make_client: ClientFactory, path: str) -> None:
+    """Found by schemathesis: these made pathlib raise RuntimeError/ValueError/OSError (a 500)."""
+    client = make_client(admin_token="s3cret")
+    r = client.post("/admin/reload", json={"model_path": path}, headers={"Authorization": "Bearer s3cret"})
+    assert r.status_code == 400 and r.json()["code"] == "model_load_failed", r.text
+    assert "not a usable model path" in r.json()["detail"]
+    assert post_image(client, encode(solid(RED), "JPEG")).json()["model_version"] == "1.0.0-test"
+
+
 def test_reload_default_path(make_client: ClientFactory) -> None:
     client = make_client(admin_token="s3cret")
     r = client.post("/admin/reload", headers={"Authorization": "Bearer s3cret"})
@@ -557,7 +567,8 @@ def test_reload_default_path(make_client: ClientFactory) -> None:
 
 
 # --- docs -------------------------------------------------------------------------------------------------
-def test_openapi_documents_every_error(client: TestClient) -> None:
+def test_openapi_documents_every_error(make_client: ClientFactory) -> None:
+    client = make_client(admin_token="s3cret")
     spec = client.get("/openapi.json").json()
     predict = spec["paths"]["/predict"]["post"]
     assert {"200", "400", "413", "415", "422", "503"} <= set(predict["responses"])
@@ -565,9 +576,16 @@ def test_openapi_documents_every_error(client: TestClient) -> None:
     assert {"empty", "not_an_image", "corrupt"} <= set(examples)
     assert "example" in spec["components"]["schemas"]["PredictionResponse"]
     batch = spec["paths"]["/predict/batch"]["post"]
-    assert {"413", "422", "503"} <= set(batch["responses"])
+    assert {"200", "400", "413", "415", "422", "503"} <= set(batch["responses"])
     reload = spec["paths"]["/admin/reload"]["post"]
-    assert {"401", "403", "404"} <= set(reload["responses"])
+    assert {"200", "400", "401", "403", "404", "413", "415", "422"} <= set(reload["responses"])
+    assert "503" in spec["paths"]["/model"]["get"]["responses"] and "503" in spec["paths"]["/"]["get"]["responses"]
+    # The documented error bodies are the ones the API sends.
+    error = spec["components"]["schemas"]["ErrorResponse"]
+    assert error["properties"]["detail"]["type"] == "string" and set(error["required"]) == {"detail", "code"}
+    assert predict["responses"]["422"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/ValidationErrorResponse"
+    )
     assert client.get("/docs").status_code == 200
 
 
@@ -583,6 +601,12 @@ def test_docs_pages_load_every_asset_from_this_server(client: TestClient, page: 
         assert asset.status_code == 200, url
         if url.endswith(".js"):
             assert asset.headers["content-type"].startswith("text/javascript") and len(asset.content) > 100_000
+
+
+def test_disabled_admin_api_is_not_documented(client: TestClient) -> None:
+    assert "/admin/reload" not in client.get("/openapi.json").json()["paths"]
+    r = client.post("/admin/reload")
+    assert r.status_code == 404 and "CATSDOGS_ADMIN_TOKEN" in r.json()["detail"]
 
 
 def test_unknown_docs_asset_is_404(client: TestClient) -> None:

@@ -96,7 +96,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     routers = [module.router for module in (info, health, predict, admin, metrics, docs)]
     for router in routers:
-        app.include_router(router)
+        # A disabled admin API is no part of the API's docs (it still answers 404 with the hint to enable it).
+        app.include_router(router, include_in_schema=router is not admin.router or settings.admin_enabled)
     app.mount("/static", OptionalStaticFiles(directory=info.STATIC_DIR, check_dir=False), name="static")
     templates = [r.path for router in routers for r in router.routes if isinstance(r, APIRoute)]
     templates += [r.path for r in app.router.routes if isinstance(r, Route)]  # /docs, /openapi.json, ...

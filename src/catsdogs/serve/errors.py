@@ -8,6 +8,7 @@ FastAPI makes it (``{"detail": [...]}``), with ``code`` added beside it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from typing import Any
 
 from fastapi import FastAPI, Request, params
@@ -127,8 +128,8 @@ def error_example(code: str, message: str) -> dict[str, Any]:
     return {"summary": code, "value": error_body(code, message)}
 
 
-def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses=`` for a route: each status documented with its possible error codes."""
+def responses(*statuses: int, only: Collection[str] | None = None) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` for a route: each status with its possible error codes (``only``: this route's)."""
     out: dict[int | str, dict[str, Any]] = {}
     for status in statuses:
         if status == 422:
@@ -138,7 +139,8 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
                 "content": {"application/json": {"examples": {"missing_field": {"value": VALIDATION_EXAMPLE}}}},
             }
             continue
-        codes = ERROR_CATALOG[status]
+        codes = [(c, m) for c, m in ERROR_CATALOG[status] if only is None or c in only]
+        assert codes, f"no error code of status {status} in {only}"
         out[status] = {
             "model": ErrorResponse,
             "description": ERROR_DESCRIPTIONS[status],
@@ -148,18 +150,21 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 ERROR_DESCRIPTIONS = {
-    400: "The upload is not a usable image: empty, not an image (declared type or content), or corrupt.",
+    400: "The upload is not a usable image (empty, not an image by declared type or content, corrupt), "
+    "the multipart body cannot be parsed, or (for /admin/reload) the model cannot be loaded.",
     401: "Missing `Authorization: Bearer <token>` header.",
     403: "Wrong admin token.",
     404: "Not found (for /admin/reload: the admin API is disabled because no admin token is configured).",
     413: "Too large: the request body, the upload, the image's pixel count, or the number of files.",
     415: "The request's Content-Type cannot be read here (the upload routes take multipart/form-data).",
     422: "FastAPI's validation error: a required field (e.g. the multipart field `file`) is missing or invalid.",
-    503: "The model is not loaded yet (or failed to load); retry after `Retry-After` seconds.",
+    503: "Not available: `not_ready` = the model is loading or failed to load (retry after `Retry-After` "
+    "seconds); `ui_not_available` = the web page is not installed.",
 }
 
 ERROR_CATALOG: dict[int, list[tuple[str, str]]] = {
     400: [
+        ("bad_request", "There was an error parsing the body"),
         ("empty", "the file is empty"),
         ("not_an_image", "the file is not an image format that can be decoded"),
         ("corrupt", "the image data is corrupt or truncated: image file is truncated"),
@@ -178,7 +183,10 @@ ERROR_CATALOG: dict[int, list[tuple[str, str]]] = {
         ("too_many_files", "20 files sent; at most 16 per request"),
     ],
     415: [("unsupported_media_type", "send the request as multipart/form-data, not application/json")],
-    503: [("not_ready", "the model is loading")],
+    503: [
+        ("not_ready", "the model is loading"),
+        ("ui_not_available", "the web page is not installed"),
+    ],
 }
 
 VALIDATION_EXAMPLE = {

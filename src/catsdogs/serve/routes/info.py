@@ -48,7 +48,10 @@ def _wants_html(request: Request) -> bool:
     "/",
     response_model=InfoResponse,
     summary="API information (browsers get the web page)",
-    responses={200: {"content": {"text/html": {}}, "description": "JSON info, or the web page for Accept: text/html"}},
+    responses={
+        200: {"content": {"text/html": {}}, "description": "JSON info, or the web page for Accept: text/html"},
+        **responses(503, only={"ui_not_available"}),
+    },
 )
 def root(request: Request, state: StateDep) -> Any:
     if _wants_html(request):
@@ -69,12 +72,17 @@ def root(request: Request, state: StateDep) -> Any:
     "/ui",
     response_class=FileResponse,
     summary="The web page",
-    responses={200: {"content": {"text/html": {}}}, 503: {"description": "The web page is not installed."}},
+    responses={200: {"content": {"text/html": {}}}, **responses(503, only={"ui_not_available"})},
 )
 def ui() -> FileResponse:
     return _page()
 
 
-@router.get("/model", response_model=ModelInfoResponse, summary="The loaded model's metadata", responses=responses(503))
+@router.get(
+    "/model",
+    response_model=ModelInfoResponse,
+    summary="The loaded model's metadata",
+    responses=responses(503, only={"not_ready"}),
+)
 async def model_info(predictor: PredictorDep) -> dict[str, Any]:
     return predictor.info()

@@ -14,6 +14,11 @@ from catsdogs.serve.schemas import BatchResponse, PredictionResponse
 
 router = APIRouter(tags=["predict"])
 
+_IMAGE_ERRORS = {"empty", "not_an_image", "corrupt", "unsupported_media_type", "too_many_pixels"}
+# Error codes each route can answer with (its OpenAPI responses); a batch reports bad images per file instead.
+PREDICT_ERRORS = {"bad_request", *_IMAGE_ERRORS, "too_large", "not_ready"}
+BATCH_ERRORS = {"bad_request", "too_large", "too_many_files", "unsupported_media_type", "not_ready"}
+
 ACCEPTED_TYPES = "JPEG, PNG, WebP, GIF or BMP"
 # Generic types that clients send when they do not know better: the bytes decide.
 _GENERIC_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream"})
@@ -55,7 +60,7 @@ def _record(metrics: Metrics, results: list[PredictionResult]) -> None:
     "/predict",
     response_model=PredictionResponse,
     summary="Classify one image",
-    responses=responses(400, 413, 415, 422, 503),
+    responses=responses(400, 413, 415, 422, 503, only=PREDICT_ERRORS),
 )
 async def predict(
     request: Request,
@@ -86,13 +91,15 @@ async def predict(
     response_model=BatchResponse,
     summary="Classify several images in one model run",
     description="A file that cannot be classified gets its own `error` entry; the others are still classified.",
-    responses=responses(413, 422, 503),
+    responses=responses(400, 413, 415, 422, 503, only=BATCH_ERRORS),
 )
 async def predict_batch(
     request: Request,
     state: StateDep,
     predictor: PredictorDep,
-    files: Annotated[list[UploadFile], File(description="The images; repeat the multipart field `files`.")],
+    files: Annotated[
+        list[UploadFile], File(min_length=1, description="The images; repeat the multipart field `files`.")
+    ],
 ) -> dict[str, Any]:
     settings, metrics = state.settings, state.metrics
     if len(files) > settings.max_batch_files:
