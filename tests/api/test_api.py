@@ -216,6 +216,25 @@ def test_predict_contract(client: TestClient) -> None:
     assert post_image(client, encode(solid(BLUE), "PNG"), "blue.png", "image/png").json()["prediction"] == "dog"
 
 
+@pytest.mark.parametrize("ctype", ["image/jpeg", "image/png", "application/octet-stream"])
+def test_raw_body_upload_gives_the_same_answer_as_multipart(client: TestClient, ctype: str) -> None:
+    spy = spy_on_model(client)
+    data = encode(solid(BLUE), "PNG")
+    raw = client.post("/predict", content=data, headers={"Content-Type": ctype})
+    multipart = post_image(client, data, "blue.png", "image/png")
+    assert raw.status_code == multipart.status_code == 200, raw.text
+    fields = ("prediction", "probability", "probabilities")
+    assert [raw.json()[f] for f in fields] == [multipart.json()[f] for f in fields]
+    assert raw.json()["prediction"] == "dog"
+    np.testing.assert_array_equal(spy.batches[0], spy.batches[1])  # the model saw the same pixels
+
+
+def test_raw_body_over_the_file_limit_is_413(make_client: ClientFactory) -> None:
+    client = make_client(max_upload_bytes=1000)
+    r = client.post("/predict", content=b"\xff" * 1500, headers={"Content-Type": "image/jpeg"})
+    assert r.status_code == 413 and r.json()["code"] == "too_large" and "1,500 bytes" in r.json()["detail"]
+
+
 def test_request_id_is_echoed(client: TestClient) -> None:
     r = client.post(
         "/predict",
@@ -266,11 +285,18 @@ BAD_UPLOADS: list[tuple[str, Callable[[Path], dict[str, Any]], int, str]] = [
     ("wrong field name", lambda _: {"files": {"image": ("a.jpg", b"x", "image/jpeg")}}, 422, "missing_field"),
     ("json body", lambda _: {"json": {"file": "x"}}, 415, "unsupported_media_type"),
     (
-        "raw body",
-        lambda u: {"content": (u / "cat.4001.jpg").read_bytes(), "headers": {"Content-Type": "image/jpeg"}},
+        "raw text body",
+        lambda _: {"content": b"hello", "headers": {"Content-Type": "text/plain"}},
         415,
         "unsupported_media_type",
     ),
+    (
+        "raw body, not an image",
+        lambda _: {"content": b"hello" * 10, "headers": {"Content-Type": "image/png"}},
+        400,
+        "not_an_image",
+    ),
+    ("raw body, empty", lambda _: {"content": b"", "headers": {"Content-Type": "image/jpeg"}}, 400, "empty"),
     ("png bomb 30000x30000", lambda _: {"files": {"file": ("b.png", png_bomb(), "image/png")}}, 413, "too_many_pixels"),
     (
         "png 8000x6000",
@@ -443,6 +469,11 @@ def test_60mb_chunked_upload_is_cut_off_while_streaming(tiny_bundle: Path) -> No
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+                # Ready first: a server that is not ready answers 503 before reading any of the body.
+                for _ in range(500):
+                    if (await c.get("/ready")).status_code == 200:
+                        break
+                    await anyio.sleep(0.01)
                 return await c.post(
                     "/predict", content=body(), headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
                 )

@@ -77,8 +77,13 @@ async def http_exception_handler(request: Request, exc: Exception) -> JSONRespon
 
 def _takes_form(request: Request) -> bool:
     route = request.scope.get("route")
-    body_field = route.body_field if isinstance(route, APIRoute) else None
-    return body_field is not None and isinstance(body_field.field_info, params.Form)
+    if not isinstance(route, APIRoute):
+        return False
+    if route.body_field is not None:
+        return isinstance(route.body_field.field_info, params.Form)
+    # A route that reads its body itself (POST /predict) declares it in openapi_extra.
+    content = ((route.openapi_extra or {}).get("requestBody") or {}).get("content", {})
+    return "multipart/form-data" in content
 
 
 def _wrong_media_type(request: Request) -> str | None:
