@@ -120,7 +120,12 @@ def resolve_model_uri(model: str | Path) -> Path:
     """A bundle directory for ``model``: a local path, or ``models:/name@alias`` / ``models:/name/version``."""
     text = str(model)
     if not text.startswith("models:/"):
-        return Path(text).expanduser().resolve()
+        try:
+            path = Path(text).expanduser().resolve()
+            path.is_dir()  # raises for a name too long, which is_dir() does not swallow
+        except (OSError, RuntimeError, ValueError) as exc:  # "~nouser", a NUL byte, a name too long
+            raise ModelLoadError(f"{text[:200]!r} is not a usable model path: {exc}") from exc
+        return path
     try:
         import mlflow
     except ImportError as exc:

@@ -54,7 +54,7 @@ def test_metrics_contract(client: TestClient) -> None:
     assert value(s, "prediction_latency_seconds_count") == 4  # 3 single runs + 1 batch run
     assert value(s, "prediction_confidence_count") == 4
     assert value(s, "http_requests_total", method="POST", route="/predict", status="200") == 3
-    assert value(s, "http_requests_total", method="POST", route="/predict", status="400") == 1
+    assert value(s, "http_requests_total", method="POST", route="/predict", status="400") == 2  # empty, text/plain
     assert value(s, "http_requests_total", method="POST", route="/predict/batch", status="200") == 1
     # Unknown paths share one label value: a scanner cannot blow up the series count.
     assert value(s, "http_requests_total", method="GET", route="<unmatched>", status="404") == 1

@@ -277,11 +277,11 @@ def test_server_rejection_of_a_fake_image_is_shown(ui: UI) -> None:
         ui.upload(fake)
     response = response_info.value
     assert response.status == 400
-    detail = response.json()["detail"]
+    error = response.json()  # {"detail": "<sentence>", "code": "<code>"}
     card = ui.card("holiday.jpg")
     expect(card).to_have_attribute("data-state", "error")
-    expect(card.locator(".error-message")).to_have_text(f"holiday.jpg: {detail['message']}")
-    expect(card).to_have_attribute("data-error-code", detail["code"])
+    expect(card.locator(".error-message")).to_have_text(f"holiday.jpg: {error['detail']}")
+    expect(card).to_have_attribute("data-error-code", error["code"])
 
 
 def test_several_files_get_one_card_each(ui: UI, uploads_dir: Path) -> None:
@@ -318,7 +318,7 @@ def test_more_files_than_the_batch_limit_are_split(ui: UI, uploads_dir: Path) ->
     assert all(responses)
     # The server refuses the whole selection (413 too_many_files, "at most N"); the page re-sends it in parts.
     assert [r.status for r in responses] == [413, 200, 200, 200]
-    assert responses[0].json()["detail"]["code"] == "too_many_files"
+    assert responses[0].json()["code"] == "too_many_files"
     assert [len(r.json()["results"]) for r in responses[1:]] == [MAX_BATCH_FILES, MAX_BATCH_FILES, 1]
     expect(ui.page.locator("#status")).to_have_text(f"Classified {len(photos)} photos.")
 
@@ -367,3 +367,40 @@ def test_no_request_leaves_the_test_server(ui: UI, uploads_dir: Path) -> None:
     assert len(urls) >= 6  # page, script, style, icon, API info, predictions
     outside = [u for u in urls if not (urlsplit(u).netloc == origin or u.startswith(("data:", f"blob:{ui.base}/")))]
     assert outside == [], outside
+
+
+# --- API reference pages (issue 11): they must render with no network beyond this machine ----------------------
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc"])
+def test_api_docs_render_offline(browser: Browser, server: str, path: str) -> None:
+    spec = httpx.get(server + "/openapi.json").json()
+    summaries = [op["summary"] for item in spec["paths"].values() for op in item.values() if "summary" in op]
+    assert len(summaries) >= 8
+    context = browser.new_context(viewport=DESKTOP, service_workers="block")
+    blocked: list[str] = []
+
+    def loopback_only(route: Any) -> None:
+        url = route.request.url
+        if urlsplit(url).hostname in LOOPBACK_HOSTS or url.startswith(("data:", "blob:")):
+            route.continue_()
+        else:  # what a machine without internet would do to a CDN request
+            blocked.append(url)
+            route.abort("internetdisconnected")
+
+    context.route("**/*", loopback_only)
+    page = context.new_page()
+    script_errors: list[str] = []
+    page.on("pageerror", lambda error: script_errors.append(str(error)))
+    try:
+        page.goto(server + path)
+        # Swagger UI shows one block per operation with its summary; ReDoc one heading per operation.
+        operations = page.locator(".opblock-summary-description" if path == "/docs" else "h2")
+        for summary in summaries:
+            expect(operations.filter(has_text=summary).first).to_be_visible()
+        page.screenshot(path=str(SCREENSHOT_DIR / f"web-docs{path.replace('/', '-')}.png"))
+    finally:
+        context.close()
+    assert blocked == [], f"{path} tried to reach the network: {blocked}"
+    assert script_errors == [], script_errors

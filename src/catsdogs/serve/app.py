@@ -23,7 +23,7 @@ from catsdogs.serve.errors import install_error_handlers
 from catsdogs.serve.logging import configure_logging
 from catsdogs.serve.metrics import Metrics
 from catsdogs.serve.middleware import BodyLimitMiddleware, RequestContextMiddleware, RouteTemplates
-from catsdogs.serve.routes import admin, health, info, metrics, predict
+from catsdogs.serve.routes import admin, docs, health, info, metrics, predict
 from catsdogs.serve.settings import Settings
 from catsdogs.serve.state import ServiceState
 
@@ -33,8 +33,9 @@ DESCRIPTION = """
 Classifies pet photos as **cat** or **dog** with an ONNX model (onnxruntime, CPU).
 
 * `POST /predict` with multipart field `file`; `POST /predict/batch` with repeated field `files`.
-* Errors are always `{"detail": {"code": "...", "message": "..."}}`: 400 bad image, 413 too large,
-  415 not an image type, 422 missing field, 503 model not ready.
+* Errors are `{"detail": "<what is wrong>", "code": "<machine code>"}` (FastAPI's convention, plus a code):
+  400 not a usable image, 413 too large, 415 request not multipart, 503 model not ready; 422 is FastAPI's
+  validation list (e.g. no `file` field) with `code` beside it.
 * Every response carries `X-Request-ID` (yours, echoed, or a generated one).
 """
 
@@ -87,13 +88,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc come from routes/docs.py, with locally served assets (no CDN)
+        redoc_url=None,
     )
     app.state.service = ServiceState(settings=settings, metrics=Metrics())
 
     install_error_handlers(app)
-    routers = [module.router for module in (info, health, predict, admin, metrics)]
+    routers = [module.router for module in (info, health, predict, admin, metrics, docs)]
     for router in routers:
-        app.include_router(router)
+        # A disabled admin API is no part of the API's docs (it still answers 404 with the hint to enable it).
+        app.include_router(router, include_in_schema=router is not admin.router or settings.admin_enabled)
     app.mount("/static", OptionalStaticFiles(directory=info.STATIC_DIR, check_dir=False), name="static")
     templates = [r.path for router in routers for r in router.routes if isinstance(r, APIRoute)]
     templates += [r.path for r in app.router.routes if isinstance(r, Route)]  # /docs, /openapi.json, ...

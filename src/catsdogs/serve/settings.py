@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from catsdogs.paths import MODELS_DIR
@@ -12,15 +12,27 @@ from catsdogs.paths import MODELS_DIR
 MiB = 1024 * 1024
 
 
+def _env(name: str) -> AliasChoices:
+    """``CATSDOGS_<name>`` first, then the original deployment's plain ``<name>`` (e.g. ``MODEL_PATH``)."""
+    return AliasChoices(f"CATSDOGS_{name}", name)
+
+
 class Settings(BaseSettings):
     """Every knob of the inference service (``CATSDOGS_MODEL_PATH``, ``CATSDOGS_PORT``, ...)."""
 
-    model_config = SettingsConfigDict(env_prefix="CATSDOGS_", extra="ignore", protected_namespaces=())
+    # populate_by_name: Settings(model_path=...) still works for the fields that have env aliases.
+    model_config = SettingsConfigDict(
+        env_prefix="CATSDOGS_", extra="ignore", protected_namespaces=(), populate_by_name=True
+    )
 
-    model_path: str = Field(str(MODELS_DIR), description="Bundle directory or MLflow URI models:/name@alias.")
+    model_path: str = Field(
+        str(MODELS_DIR),
+        description="Bundle directory or MLflow URI models:/name@alias.",
+        validation_alias=_env("MODEL_PATH"),
+    )
     backend: Literal["auto", "onnx", "onnx-int8"] = Field("auto", description="auto = the bundle's default_backend.")
-    host: str = "0.0.0.0"
-    port: int = Field(8000, ge=1, le=65535)
+    host: str = Field("0.0.0.0", validation_alias=_env("HOST"))
+    port: int = Field(8000, ge=1, le=65535, validation_alias=_env("PORT"))
     workers: int = Field(1, ge=1, le=64)
     inference_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0 = the cgroup CPU quota.")
     max_upload_bytes: int = Field(10 * MiB, gt=0, description="Largest accepted image file (bytes).")

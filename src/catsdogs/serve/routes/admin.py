@@ -14,6 +14,9 @@ from catsdogs.serve.schemas import ReloadRequest, ReloadResponse
 
 log = logging.getLogger("catsdogs.serve")
 
+# The error codes this route answers with (its OpenAPI responses); 413 is the request-body limit of every POST.
+RELOAD_ERRORS = {"model_load_failed", "unauthorized", "forbidden", "not_found", "too_large", "unsupported_media_type"}
+
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminDep])
 
 
@@ -21,7 +24,7 @@ router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminDep])
     "/reload",
     response_model=ReloadResponse,
     summary="Reload the model (e.g. after the registry alias moved) without dropping requests",
-    responses=responses(400, 401, 403, 404),
+    responses=responses(400, 401, 403, 404, 413, 415, 422, only=RELOAD_ERRORS),
 )
 async def reload(state: StateDep, body: Annotated[ReloadRequest | None, Body()] = None) -> ReloadResponse:
     """Loads and warms the new model fully, then swaps the reference; requests in flight finish on the old one.

@@ -48,15 +48,22 @@ def _wants_html(request: Request) -> bool:
     "/",
     response_model=InfoResponse,
     summary="API information (browsers get the web page)",
-    responses={200: {"content": {"text/html": {}}, "description": "JSON info, or the web page for Accept: text/html"}},
+    responses={
+        200: {"content": {"text/html": {}}, "description": "JSON info, or the web page for Accept: text/html"},
+        **responses(503, only={"ui_not_available"}),
+    },
 )
 def root(request: Request, state: StateDep) -> Any:
     if _wants_html(request):
         return _page()
     return {
+        "message": "Cats vs Dogs Classification API",  # the original API's greeting: its clients read it
         "name": "Cats vs Dogs API",
         "version": __version__,
         "model_version": state.predictor.version if state.predictor else None,
+        "docs": LINKS["docs"],
+        "health": LINKS["health"],
+        "predict": LINKS["predict"],
         "links": LINKS,
     }
 
@@ -65,12 +72,17 @@ def root(request: Request, state: StateDep) -> Any:
     "/ui",
     response_class=FileResponse,
     summary="The web page",
-    responses={200: {"content": {"text/html": {}}}, 503: {"description": "The web page is not installed."}},
+    responses={200: {"content": {"text/html": {}}}, **responses(503, only={"ui_not_available"})},
 )
 def ui() -> FileResponse:
     return _page()
 
 
-@router.get("/model", response_model=ModelInfoResponse, summary="The loaded model's metadata", responses=responses(503))
+@router.get(
+    "/model",
+    response_model=ModelInfoResponse,
+    summary="The loaded model's metadata",
+    responses=responses(503, only={"not_ready"}),
+)
 async def model_info(predictor: PredictorDep) -> dict[str, Any]:
     return predictor.info()

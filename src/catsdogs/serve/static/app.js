@@ -54,15 +54,13 @@
     statusEl.textContent = text;
   }
 
-  // The API's error shape is {"detail": {"code", "message"}}; be tolerant of FastAPI's defaults too.
+  // The API's error shape is {"detail": "<sentence>", "code": "<code>"}; 422 keeps FastAPI's list in detail.
   function describeError(response, body) {
     const detail = body && body.detail;
-    if (detail && typeof detail === "object" && !Array.isArray(detail) && detail.message) {
-      return { code: detail.code || String(response.status), message: detail.message };
-    }
-    if (typeof detail === "string") return { code: String(response.status), message: detail };
+    const code = (body && typeof body.code === "string" && body.code) || String(response.status);
+    if (typeof detail === "string") return { code, message: detail };
     if (Array.isArray(detail) && detail.length && detail[0].msg) {
-      return { code: String(response.status), message: detail[0].msg };
+      return { code, message: detail[0].msg };
     }
     return { code: String(response.status), message: `the server answered ${response.status} ${response.statusText}`.trim() };
   }
