@@ -44,11 +44,12 @@ class Checkpoint:
     state: TrainState
     optimizer_state: dict[str, Any] | None = None
     scheduler_state: dict[str, Any] | None = None
+    rng_state: torch.Tensor | None = None  # torch's CPU generator (dropout, augmentation) for exact resume
 
     def save(self, path: Path, *, with_optimizer: bool = True) -> None:
         record = dataclasses.asdict(self) | {"format": FORMAT_VERSION}
         if not with_optimizer:
-            record.update(optimizer_state=None, scheduler_state=None)
+            record.update(optimizer_state=None, scheduler_state=None, rng_state=None)
         tmp = Path(path).with_suffix(".tmp")
         torch.save(record, tmp)
         tmp.replace(path)  # a crash mid-save never leaves a truncated checkpoint

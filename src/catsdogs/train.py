@@ -171,6 +171,8 @@ class Job:
     val_loader: ArrayLoader
     train_tf: Transform | FeatureBatch
     eval_tf: Transform | FeatureBatch
+    setup_seconds: float = 0.0  # e.g. the probe's one-off feature extraction
+    setup_images: int = 0
 
 
 def preprocess_config(params: Params, train_pixels: np.ndarray) -> PreprocessConfig:
@@ -207,6 +209,7 @@ def linear_probe_job(
         p.requires_grad_(False)
     model.head.requires_grad_(True)
     tp = params.train
+    start = time.perf_counter()
     flips = (False, True) if tp.augment.hflip > 0 else (False,)
     train = [
         SplitData(extract_features(model, splits["train"], cfg, device, dist, flip), splits["train"].labels)
@@ -220,7 +223,10 @@ def linear_probe_job(
         train_feats, tp.batch_size, shuffle=True, seed=tp.seed, rank=dist.rank, world_size=dist.world_size
     )
     val_loader = ArrayLoader(val_feats, 1024, shuffle=False, rank=dist.rank, world_size=dist.world_size)
-    return Job(head, train_loader, val_loader, FeatureBatch(), FeatureBatch())
+    seconds = time.perf_counter() - start
+    images = len(train_feats.labels) + len(val_feats.labels)
+    log.info("linear probe: features of %d images in %.0f s (%.1f img/s)", images, seconds, images / seconds)
+    return Job(head, train_loader, val_loader, FeatureBatch(), FeatureBatch(), seconds, images)
 
 
 @torch.no_grad()
@@ -332,9 +338,10 @@ def fit(
     optimizer = build_optimizer(trainable, tp.lr, tp.weight_decay)
     steps = len(job.train_loader)
     scheduler = warmup_cosine(optimizer, tp.epochs * steps, int(tp.warmup_epochs * steps))
-    if ckpt.optimizer_state:
+    if ckpt.optimizer_state:  # resuming: continue exactly where the last epoch ended
         optimizer.load_state_dict(ckpt.optimizer_state)
         scheduler.load_state_dict(ckpt.scheduler_state)
+        torch.set_rng_state(ckpt.rng_state.cpu())
     state = ckpt.state
     smoothing = 0.0 if tp.recipe == "linear_probe" else tp.label_smoothing  # the probe is calibrated afterwards
     for epoch in range(state.epoch + 1, tp.epochs + 1):
@@ -348,6 +355,7 @@ def fit(
         record_epoch(state, epoch, tr, va, scheduler.get_last_lr()[0], better)
         ckpt.model_state = model.state_dict()
         ckpt.optimizer_state, ckpt.scheduler_state = optimizer.state_dict(), scheduler.state_dict()
+        ckpt.rng_state = torch.get_rng_state()
         if dist.is_main:
             _log_epoch(state, tr, va, tp.epochs, better)
             ckpt.save(out_dir / "last.pt")
@@ -478,6 +486,8 @@ def finish(
         "best_val_loss": state.best_val_loss,
         "epochs_run": state.epoch,
         "train_seconds": round(train_seconds, 1),
+        "setup_seconds": round(job.setup_seconds, 1),
+        "setup_images_per_s": round(job.setup_images / job.setup_seconds, 1) if job.setup_seconds else None,
         "registered_version": version,
         "git_commit": ckpt.git_commit,
         "data_hash": ckpt.data_hash,
