@@ -9,16 +9,17 @@ PY := $(BIN)/python
 # On a laptop, set TORCH_INDEX=https://download.pytorch.org/whl/cpu to get the CPU build of torch.
 TORCH_INDEX ?=
 PIP_INSTALL = $(BIN)/pip install --disable-pip-version-check -c requirements/lock.txt $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
-HOST ?= 0.0.0.0
+# Local runs listen on this machine only; the container image binds 0.0.0.0 itself. HOST=0.0.0.0 to share.
+HOST ?= 127.0.0.1
 PORT ?= 8000
 # Faster CPU training/inference: glibc returns freed activations to the OS each step otherwise.
 export GLIBC_TUNABLES ?= glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=8589934592
 
 .PHONY: help
-help: ## List the targets
-	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | sort | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}'
+help: ## List the targets by area (NO_COLOR=1 for plain text)
+	@awk -f mk/help.awk Makefile
 
-# --- setup ---------------------------------------------------------------------------
+##@ Setup
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -q --upgrade pip
@@ -36,7 +37,9 @@ init: $(VENV)/.all-installed ## Create .venv and install everything (training, s
 install: $(VENV)/.all-installed ## Install the package with all extras into .venv
 install-serve: $(VENV)/.serve-installed ## Install only the serving runtime (no torch)
 
-# --- data & training (M1) ------------------------------------------------------------
+-include mk/serve.mk
+
+##@ Data, training and experiment tracking (full environment: make init)
 .PHONY: download data-setup train evaluate export validate pipeline mlflow-ui
 download: init ## Download the Kaggle data (needs Kaggle credentials)
 	$(BIN)/catsdogs data download
@@ -62,7 +65,7 @@ pipeline: init ## Run the whole DVC pipeline (prepare -> train -> evaluate -> ex
 mlflow-ui: init ## MLflow UI on http://127.0.0.1:5000 (local SQLite store)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns.db --host 127.0.0.1 --port 5000
 
-# --- quality -------------------------------------------------------------------------
+##@ Tests and code quality
 .PHONY: test test-quick lint format
 test: init test-tools ## Full test suite (unit, data, model, integration, API, web, ops, docker)
 	@mkdir -p reports
@@ -84,4 +87,5 @@ format: init ## Format and autofix
 	$(BIN)/ruff format src tests scripts
 	$(BIN)/ruff check --fix src tests scripts
 
--include mk/*.mk
+-include mk/docker.mk
+-include mk/ops.mk
