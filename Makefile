@@ -40,7 +40,7 @@ install-serve: $(VENV)/.serve-installed ## Install only the serving runtime (no 
 -include mk/serve.mk
 
 ##@ Data, training and experiment tracking (full environment: make init)
-.PHONY: download data-setup train evaluate export validate pipeline mlflow-ui
+.PHONY: download data-setup train evaluate export validate pipeline mlflow-ui mlflow-demo
 download: init ## Download the Kaggle data (needs Kaggle credentials)
 	$(BIN)/catsdogs data download
 
@@ -62,8 +62,25 @@ validate: init ## Quality gate; on success sets the registry alias champion
 pipeline: init ## Run the whole DVC pipeline (prepare -> train -> evaluate -> export)
 	$(BIN)/dvc repro
 
-mlflow-ui: init ## MLflow UI on http://127.0.0.1:5000 (local SQLite store)
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns.db --host 127.0.0.1 --port 5000
+# The MLflow UI needs neither torch nor the training stack: its own small venv, one worker.
+MLFLOW_VENV ?= .cache/mlflow-venv
+MLFLOW_PORT ?= 5000
+MLFLOW_VERSION := $(shell sed -n 's/^mlflow==//p' requirements/lock.txt)
+
+$(MLFLOW_VENV)/.installed: requirements/lock.txt
+	$(PYTHON) -m venv $(MLFLOW_VENV)
+	$(MLFLOW_VENV)/bin/pip install --disable-pip-version-check -q -c requirements/lock.txt mlflow==$(MLFLOW_VERSION)
+	touch $@
+
+# Job execution serves MLflow's GenAI features (7 extra huey processes); experiment tracking does not use it.
+mlflow-ui: $(MLFLOW_VENV)/.installed ## MLflow UI on http://127.0.0.1:5000 (own venv without torch, 2 processes; empty? make mlflow-demo)
+	@echo "MLflow UI: open http://127.0.0.1:$(MLFLOW_PORT)/#/experiments?workflowType=machine_learning" \
+		"(the classic view; 'Model training' at the top left switches to it for good). Ctrl-C stops it."
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(MLFLOW_VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns.db \
+		--host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1
+
+mlflow-demo: init ## Fill a fresh MLflow store with a tiny real run + registered model (minutes; models/ untouched)
+	scripts/mlflow_demo.sh
 
 ##@ Tests and code quality
 .PHONY: test test-quick lint format

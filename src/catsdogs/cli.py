@@ -62,7 +62,7 @@ class _Group(_QuietHelp, TyperGroup):
 
 
 def _params_default(dotted: str) -> str:
-    """`params.yaml train.epochs: 30`: the value the command uses when the flag is not given."""
+    """`default: 30, from params.yaml train.epochs`: what the command uses when the flag is not given."""
     try:
         from catsdogs.config import load_params
 
