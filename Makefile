@@ -9,16 +9,17 @@ PY := $(BIN)/python
 # On a laptop, set TORCH_INDEX=https://download.pytorch.org/whl/cpu to get the CPU build of torch.
 TORCH_INDEX ?=
 PIP_INSTALL = $(BIN)/pip install --disable-pip-version-check -c requirements/lock.txt $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
-HOST ?= 0.0.0.0
+# Local runs listen on this machine only; the container image binds 0.0.0.0 itself. HOST=0.0.0.0 to share.
+HOST ?= 127.0.0.1
 PORT ?= 8000
 # Faster CPU training/inference: glibc returns freed activations to the OS each step otherwise.
 export GLIBC_TUNABLES ?= glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=8589934592
 
 .PHONY: help
-help: ## List the targets
-	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | sort | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}'
+help: ## List the targets by area (NO_COLOR=1 for plain text)
+	@awk -f mk/help.awk Makefile
 
-# --- setup ---------------------------------------------------------------------------
+##@ Setup
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -q --upgrade pip
@@ -36,8 +37,10 @@ init: $(VENV)/.all-installed ## Create .venv and install everything (training, s
 install: $(VENV)/.all-installed ## Install the package with all extras into .venv
 install-serve: $(VENV)/.serve-installed ## Install only the serving runtime (no torch)
 
-# --- data & training (M1) ------------------------------------------------------------
-.PHONY: download data-setup train evaluate export validate pipeline mlflow-ui
+-include mk/serve.mk
+
+##@ Data, training and experiment tracking (full environment: make init)
+.PHONY: download data-setup train evaluate export validate pipeline mlflow-ui mlflow-demo
 download: init ## Download the Kaggle data (needs Kaggle credentials)
 	$(BIN)/catsdogs data download
 
@@ -59,10 +62,27 @@ validate: init ## Quality gate; on success sets the registry alias champion
 pipeline: init ## Run the whole DVC pipeline (prepare -> train -> evaluate -> export)
 	$(BIN)/dvc repro
 
-mlflow-ui: init ## MLflow UI on http://127.0.0.1:5000 (local SQLite store)
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns.db --host 127.0.0.1 --port 5000
+# The MLflow UI needs neither torch nor the training stack: its own small venv, one worker.
+MLFLOW_VENV ?= .cache/mlflow-venv
+MLFLOW_PORT ?= 5000
+MLFLOW_VERSION := $(shell sed -n 's/^mlflow==//p' requirements/lock.txt)
 
-# --- quality -------------------------------------------------------------------------
+$(MLFLOW_VENV)/.installed: requirements/lock.txt
+	$(PYTHON) -m venv $(MLFLOW_VENV)
+	$(MLFLOW_VENV)/bin/pip install --disable-pip-version-check -q -c requirements/lock.txt mlflow==$(MLFLOW_VERSION)
+	touch $@
+
+# Job execution serves MLflow's GenAI features (7 extra huey processes); experiment tracking does not use it.
+mlflow-ui: $(MLFLOW_VENV)/.installed ## MLflow UI on http://127.0.0.1:5000 (own venv without torch, 2 processes; empty? make mlflow-demo)
+	@echo "MLflow UI: open http://127.0.0.1:$(MLFLOW_PORT)/#/experiments?workflowType=machine_learning" \
+		"(the classic view; 'Model training' at the top left switches to it for good). Ctrl-C stops it."
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(MLFLOW_VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns.db \
+		--host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1
+
+mlflow-demo: init ## Fill a fresh MLflow store with a tiny real run + registered model (minutes; models/ untouched)
+	scripts/mlflow_demo.sh
+
+##@ Tests and code quality
 .PHONY: test test-quick lint format
 test: init test-tools ## Full test suite (unit, data, model, integration, API, web, ops, docker)
 	@mkdir -p reports
@@ -84,4 +104,5 @@ format: init ## Format and autofix
 	$(BIN)/ruff format src tests scripts
 	$(BIN)/ruff check --fix src tests scripts
 
--include mk/*.mk
+-include mk/docker.mk
+-include mk/ops.mk

@@ -1,4 +1,4 @@
-# --- container image (M3) --------------------------------------------------------------
+##@ Container image (Docker)
 # With a normal Docker install:   make docker-build docker-run
 # Without a registry / engine (CI, sandboxes), as root:
 #   make docker-build docker-run DOCKER_OFFLINE=1

@@ -1,4 +1,4 @@
-# --- deployment, monitoring and delivery (M4/M5) -------------------------------------------
+# Deployment, monitoring and delivery (M4/M5).
 # Local Kubernetes with kind (needs docker, kind and kubectl on the laptop):
 #   make kind-full      create the cluster, build + load the image, deploy API + monitoring, test
 #   make kind-down      delete the cluster
@@ -44,6 +44,7 @@ REGISTRY_HOST = $(firstword $(subst /, ,$(REGISTRY)))
 	prometheus-logs grafana-logs grafana-password k8s-deploy k8s-smoke-test docker-push smoke-test \
 	test-ops ops-tools
 
+##@ Local Kubernetes (kind)
 kind-full: ## kind: create cluster, build + load image, deploy API + monitoring, wait, smoke test
 	$(MAKE) kind-create
 	$(MAKE) kind-build
@@ -104,6 +105,7 @@ kind-restart: ## kind: rolling restart of the API (e.g. after kind-build) and wa
 	$(KIND_KUBECTL) -n $(K8S_NAMESPACE) rollout restart deployment/catsdogs-api
 	$(KIND_KUBECTL) -n $(K8S_NAMESPACE) rollout status deployment/catsdogs-api --timeout=$(ROLLOUT_TIMEOUT)
 
+##@ Monitoring (Prometheus, Alertmanager, Grafana)
 monitoring-deploy: ## kind: Prometheus, Alertmanager, Grafana, node-exporter, kube-state-metrics
 	$(KIND_KUBECTL) apply -f $(MONITORING_DIR)/namespace.yaml
 	@# Grafana's admin password lives only in the cluster: random unless GRAFANA_ADMIN_PASSWORD is given.
@@ -142,6 +144,7 @@ grafana-logs: ## kind: last logs of Grafana
 grafana-password: ## kind: print Grafana's admin password
 	@$(KIND_KUBECTL) -n $(MONITORING_NAMESPACE) get secret grafana-admin -o jsonpath='{.data.admin-password}' | base64 -d; echo
 
+##@ Delivery: any cluster, registry, smoke test
 k8s-deploy: ## Any cluster: apply K8S_OVERLAY (image DEPLOY_IMAGE if set) to K8S_CONTEXT and wait
 	K8S_KUBECTL="$(K8S_KUBECTL)" scripts/ops/k8s-deploy.sh $(K8S_OVERLAY) $(K8S_NAMESPACE) '$(DEPLOY_IMAGE)' $(ROLLOUT_TIMEOUT)
 
@@ -163,6 +166,7 @@ endif
 smoke-test: ## Smoke test a running API: make smoke-test BASE_URL=http://localhost:8000
 	deploy/smoke-test.sh $(BASE_URL)
 
+##@ Deployment and CI config tests
 test-ops: init ## Tests of the deployment, CI and monitoring configs (static + live Prometheus)
 	$(BIN)/pytest tests/ops -q
 

@@ -5,7 +5,7 @@ with the same uploads from an async httpx client, and prints p50/p95/p99 latency
 and requests/s at concurrency 8 and 32, plus the speed-up. Request counts and time are bounded, and
 the servers are always stopped.
 
-    python scripts/bench.py                       # shipped model, /work/shared/data/uploads
+    python scripts/bench.py                       # shipped model, ../shared/data/uploads
     python scripts/bench.py --model DIR --images DIR --requests 300 --json reports/bench.json
 """
 

@@ -56,9 +56,52 @@ def test_predict_table(images: Path, tiny_bundle: Path) -> None:
 
 def test_predict_missing_path_and_bad_model(images: Path, tmp_path: Path) -> None:
     r = runner.invoke(app, ["predict", str(tmp_path / "nope.jpg")])
-    assert r.exit_code == 2 and "does not exist" in r.output
+    assert r.exit_code == 2 and "nope.jpg: no such file or folder" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
     r = runner.invoke(app, ["predict", str(images), "--model", str(tmp_path)])
     assert r.exit_code == 2 and "model.json is missing" in r.output
+
+
+def test_predict_empty_folder_names_it_and_the_extensions(tmp_path: Path) -> None:
+    empty = tmp_path / "holiday"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no photos here")
+    r = runner.invoke(app, ["predict", str(empty)])
+    assert r.exit_code == 2
+    [line] = r.stderr.strip().splitlines()
+    assert str(empty) in line and ".jpg" in line and ".png" in line and "Traceback" not in r.output
+
+
+def test_predict_mixed_good_and_bad_paths_classifies_the_good_ones(images: Path, tiny_bundle: Path) -> None:
+    missing = images / "missing.jpg"
+    empty = images.parent / "empty"
+    empty.mkdir()
+    args = [str(images / "red.jpg"), str(missing), str(images / "notes.txt"), str(empty), str(images / "sub")]
+    r = runner.invoke(app, ["predict", *args, "-f", "json", "-m", str(tiny_bundle)])
+    assert r.exit_code == 1
+    rows = json.loads(r.stdout)
+    # One row per argument (a folder gives one per image), in argument order.
+    assert [Path(row["file"]).name for row in rows] == ["red.jpg", "missing.jpg", "notes.txt", "empty", "blue.png"]
+    assert [row.get("prediction") for row in rows] == ["cat", None, None, None, "dog"]
+    assert [row.get("error") for row in rows] == [None, "not_found", "not_an_image", "no_images", None]
+    assert r.stderr.strip().splitlines()[-1] == "classified 2 images (1 cat, 1 dog); 3 failed (see the error column)"
+
+
+def test_predict_table_puts_errors_in_a_note_column(images: Path, tiny_bundle: Path) -> None:
+    r = runner.invoke(
+        app,
+        ["predict", str(images / "red.jpg"), str(images / "gone.png"), "-m", str(tiny_bundle)],
+        env={"COLUMNS": "200"},
+    )
+    assert r.exit_code == 1
+    header = next(line for line in r.stdout.splitlines() if "prediction" in line)
+    row = next(line for line in r.stdout.splitlines() if "gone.png" in line)
+    cells = [c.strip() for c in row.strip("│┃ ").split("│")]
+    names = [c.strip() for c in header.strip("│┃ ").split("┃")]
+    by_name = dict(zip(names, cells, strict=True))
+    assert by_name["prediction"] == "error" and by_name["confidence"] == ""
+    assert by_name["note"] == "not_found: no such file or folder"
+    assert "classified 1 image (1 cat); 1 failed" in r.stderr
 
 
 def test_serve_help() -> None:

@@ -7,6 +7,8 @@ browser download is never used. Screenshots of the desktop and phone layouts go 
 from __future__ import annotations
 
 import base64
+import json
+import math
 import mimetypes
 import os
 import re
@@ -167,18 +169,39 @@ def _bar_fraction(card: Locator, class_name: str) -> float:
     return fill["width"] / track["width"]
 
 
-def _expect_prediction_shown(card: Locator, result: dict[str, Any]) -> None:
-    """The card shows exactly what the API answered: label, bars, confidence and time."""
+def _expect_prediction_shown(card: Locator, result: dict[str, Any], batch_images: int = 1) -> None:
+    """The card shows exactly what the API answered: label, bars, confidence and the time per photo."""
     expect(card).to_have_attribute("data-state", "done")
-    expect(card.locator(".label")).to_have_text(f"Prediction: {result['prediction'].capitalize()}")
+    if result.get("is_cat_or_dog") is False or result.get("uncertain") is True:
+        expect(card).not_to_have_attribute("data-verdict", "sure")
+    else:
+        expect(card).to_have_attribute("data-verdict", "sure")
+        expect(card.locator(".label")).to_have_text(f"Prediction: {result['prediction'].capitalize()}")
     assert sorted(result["probabilities"]) == ["cat", "dog"]
-    for class_name, probability in result["probabilities"].items():
-        assert _bar_fraction(card, class_name) == pytest.approx(probability, abs=0.01)
-        expect(card.locator(f'.bar[data-class="{class_name}"] .bar-value')).to_have_text(f"{probability * 100:.1f}%")
+    if result.get("is_cat_or_dog") is not False:
+        for class_name, probability in result["probabilities"].items():
+            assert _bar_fraction(card, class_name) == pytest.approx(probability, abs=0.01)
+            bar_value = card.locator(f'.bar[data-class="{class_name}"] .bar-value')
+            expect(bar_value).to_have_text(f"{probability * 100:.1f}%")
     expect(card.locator(".meta")).to_contain_text(f"Confidence {result['confidence'] * 100:.1f}%")
-    expect(card.locator(".meta")).to_contain_text(f"{result['inference_time_ms']:.1f} ms")
+    if batch_images == 1:
+        expect(card.locator(".meta")).to_contain_text(f"{result['inference_time_ms']:.1f} ms")
+    else:
+        per_image = result["inference_time_ms"] / batch_images
+        expect(card.locator(".meta")).to_contain_text(f"≈ {per_image:.1f} ms per photo (batch of {batch_images})")
     # The thumbnail is the uploaded photo itself, decoded by the browser.
     assert card.locator(".thumb img").evaluate("img => img.complete && img.naturalWidth > 0")
+
+
+def _error_message(body: dict[str, Any]) -> str:
+    """The human sentence of an API error body, in either shape the API has used."""
+    detail = body["detail"]
+    return detail["message"] if isinstance(detail, dict) else detail
+
+
+def _error_code(body: dict[str, Any]) -> str:
+    detail = body["detail"]
+    return detail["code"] if isinstance(detail, dict) else body["code"]
 
 
 def _served_model_accuracy(base: str) -> float:
@@ -190,12 +213,20 @@ def _served_model_accuracy(base: str) -> float:
 # --- tests -----------------------------------------------------------------------------
 
 
-def test_header_shows_api_and_model_versions(ui: UI) -> None:
+def test_header_speaks_plainly_with_the_versions_one_click_away(ui: UI) -> None:
     info = httpx.get(ui.base + "/", headers={"Accept": "application/json"}).json()
     model = httpx.get(ui.base + "/model").json()
+    accuracy = math.floor(model["metrics"]["accuracy"] * 100)  # never overstated
+    expect(ui.page.locator("#service")).to_have_text(
+        f"Ready. Right about {accuracy} times in 100 on test photos it had never seen."
+    )
     version = ui.page.locator("#version")
+    expect(version).to_be_hidden()  # jargon stays out of the way ...
+    ui.page.get_by_text("Technical details").click()  # ... until asked for
+    expect(version).to_be_visible()
     expect(version).to_contain_text(f"API {info['version']}")
     expect(version).to_contain_text(f"model {model.get('version', info['model_version'])}")
+    expect(version).to_contain_text(model["backend"])
     expect(ui.page).to_have_title("Cats vs Dogs")
 
 
@@ -264,7 +295,8 @@ def test_text_file_is_rejected_in_the_browser(ui: UI, tmp_path: Path) -> None:
     ui.upload(notes)
     card = ui.card("notes.txt")
     expect(card).to_have_attribute("data-state", "error")
-    expect(card.locator(".error-message")).to_contain_text("notes.txt: the file is not an image")
+    expect(card.locator(".error-message")).to_have_text(re.compile(r"^the file is not an image"))
+    expect(card.locator(".filename")).to_have_text("notes.txt")  # the name once, above the message
     expect(card.locator(".label")).to_have_count(0)
     expect(ui.page.locator("#status")).to_contain_text("1 file was rejected")
     # Obviously not an image: rejected before any upload.
@@ -277,11 +309,13 @@ def test_server_rejection_of_a_fake_image_is_shown(ui: UI) -> None:
         ui.upload(fake)
     response = response_info.value
     assert response.status == 400
-    error = response.json()  # {"detail": "<sentence>", "code": "<code>"}
+    body = response.json()
     card = ui.card("holiday.jpg")
     expect(card).to_have_attribute("data-state", "error")
-    expect(card.locator(".error-message")).to_have_text(f"holiday.jpg: {error['detail']}")
-    expect(card).to_have_attribute("data-error-code", error["code"])
+    expect(card.locator(".error-message")).to_have_text(_error_message(body))
+    expect(card).to_have_attribute("data-error-code", _error_code(body))
+    expect(card).to_contain_text("holiday.jpg")
+    assert card.inner_text().count("holiday.jpg") == 1  # never the file name twice
 
 
 def test_several_files_get_one_card_each(ui: UI, uploads_dir: Path) -> None:
@@ -296,12 +330,11 @@ def test_several_files_get_one_card_each(ui: UI, uploads_dir: Path) -> None:
     assert sorted(results) == sorted([p.name for p in photos] + ["broken.png"])
     expect(ui.page.locator(".card")).to_have_count(5)
     for photo in photos:
-        _expect_prediction_shown(ui.card(photo.name), results[photo.name])
+        # The three photos shared one model run; each card shows its share, labelled as such.
+        _expect_prediction_shown(ui.card(photo.name), results[photo.name], batch_images=len(photos))
     expect(ui.card("broken.png")).to_have_attribute("data-state", "error")
-    expect(ui.card("broken.png").locator(".error-message")).to_have_text(
-        f"broken.png: {results['broken.png']['error']['message']}"
-    )
-    expect(ui.card("notes.txt").locator(".error-message")).to_contain_text("notes.txt: the file is not an image")
+    expect(ui.card("broken.png").locator(".error-message")).to_have_text(results["broken.png"]["error"]["message"])
+    expect(ui.card("notes.txt").locator(".error-message")).to_contain_text("the file is not an image")
     expect(ui.page.locator("#status")).to_have_text("Classified 3 photos; 2 files were rejected.")
     ui.page.screenshot(path=str(SCREENSHOT_DIR / "web-desktop.png"), full_page=True)
     ui.page.get_by_role("button", name="Clear results").click()
@@ -318,7 +351,7 @@ def test_more_files_than_the_batch_limit_are_split(ui: UI, uploads_dir: Path) ->
     assert all(responses)
     # The server refuses the whole selection (413 too_many_files, "at most N"); the page re-sends it in parts.
     assert [r.status for r in responses] == [413, 200, 200, 200]
-    assert responses[0].json()["code"] == "too_many_files"
+    assert _error_code(responses[0].json()) == "too_many_files"
     assert [len(r.json()["results"]) for r in responses[1:]] == [MAX_BATCH_FILES, MAX_BATCH_FILES, 1]
     expect(ui.page.locator("#status")).to_have_text(f"Classified {len(photos)} photos.")
 
@@ -347,6 +380,8 @@ def test_file_picker_is_keyboard_usable_and_results_are_announced(ui: UI, upload
     picker = page.get_by_label("Choose photos")
     expect(picker).to_have_attribute("type", "file")
     expect(page.locator("#results")).to_have_attribute("aria-live", "polite")
+    page.keyboard.press("Tab")  # the header's "Technical details" comes first in reading order
+    expect(page.locator(".tech summary")).to_be_focused()
     page.keyboard.press("Tab")
     expect(picker).to_be_focused()
     with page.expect_file_chooser() as chooser_info:
@@ -404,3 +439,90 @@ def test_api_docs_render_offline(browser: Browser, server: str, path: str) -> No
         context.close()
     assert blocked == [], f"{path} tried to reach the network: {blocked}"
     assert script_errors == [], script_errors
+
+
+# --- states that depend on the model's judgement: /predict answered by the test, the page is real -------
+
+
+def _prediction(prediction: str, p_cat: float, **fields: Any) -> dict[str, Any]:
+    probabilities = {"cat": p_cat, "dog": round(1 - p_cat, 6)}
+    return {
+        "prediction": prediction,
+        "probability": probabilities[prediction],
+        "confidence": probabilities[prediction],
+        "probabilities": probabilities,
+        "inference_time_ms": 12.0,
+        "model_version": "1.0.0-test",
+        "is_cat_or_dog": True,
+        "pet_score": 0.9,
+        "uncertain": False,
+        "reason": None,
+        **fields,
+    }
+
+
+def _answer_predict_with(ui: UI, path: str, body: dict[str, Any]) -> None:
+    ui.page.route(
+        f"{ui.base}{path}",
+        lambda route: route.fulfill(status=200, content_type="application/json", body=json.dumps(body)),
+    )
+
+
+def _photo(uploads_dir: Path, name: str, as_name: str) -> FilePayload:
+    return {"name": as_name, "mimeType": "image/jpeg", "buffer": (uploads_dir / name).read_bytes()}
+
+
+def test_unsure_answer_says_not_sure(ui: UI, uploads_dir: Path) -> None:
+    reason = "The model is not confident: it could be either."
+    _answer_predict_with(ui, "/predict", _prediction("cat", 0.55, uncertain=True, reason=reason))
+    ui.upload(_photo(uploads_dir, "cat.4001.jpg", "blue-square.jpg"))
+    card = ui.card("blue-square.jpg")
+    expect(card).to_have_attribute("data-verdict", "unsure")
+    expect(card.locator(".label")).to_have_text("Prediction: Not sure · maybe a cat")
+    expect(card.locator(".label")).not_to_have_class(re.compile(r"label-cat"))  # not the confident look
+    expect(card.locator(".reason")).to_have_text(reason)
+    expect(card.locator('.bar[data-class="cat"] .bar-value')).to_have_text("55.0%")
+    ui.page.screenshot(path=str(SCREENSHOT_DIR / "web-unsure.png"))
+
+
+def test_not_a_pet_answer_says_so_with_the_reason(ui: UI, uploads_dir: Path) -> None:
+    reason = "This looks like a landscape, not a cat or a dog."
+    _answer_predict_with(
+        ui, "/predict", _prediction("dog", 0.28, is_cat_or_dog=False, pet_score=0.03, uncertain=True, reason=reason)
+    )
+    ui.upload(_photo(uploads_dir, "dog.4001.jpg", "noise.jpg"))
+    card = ui.card("noise.jpg")
+    expect(card).to_have_attribute("data-verdict", "not-pet")
+    expect(card.locator(".label")).to_have_text("Prediction: This doesn't look like a cat or a dog")
+    expect(card.locator(".reason")).to_have_text(reason)
+    expect(card.locator(".bars")).to_have_count(0)  # no "Dog 72 %" for noise
+    expect(card.locator(".meta")).to_have_text("model 12.0 ms")
+    ui.page.screenshot(path=str(SCREENSHOT_DIR / "web-not-a-pet.png"))
+    expect(ui.page.locator("#status")).to_have_text("Classified 1 photo.")
+
+
+def test_confident_answer_keeps_the_plain_label(ui: UI, uploads_dir: Path) -> None:
+    _answer_predict_with(ui, "/predict", _prediction("dog", 0.02))
+    ui.upload(_photo(uploads_dir, "dog.4002.jpg", "rex.jpg"))
+    card = ui.card("rex.jpg")
+    expect(card).to_have_attribute("data-verdict", "sure")
+    expect(card.locator(".label")).to_have_text("Prediction: Dog")
+    expect(card.locator(".reason")).to_have_count(0)
+    expect(card.locator(".meta")).to_have_text("Confidence 98.0% · model 12.0 ms")
+
+
+def test_batch_cards_show_their_own_time(ui: UI, uploads_dir: Path) -> None:
+    names = ["a.jpg", "b.jpg", "c.jpg"]
+    first_run = [_prediction("cat", 0.9, inference_time_ms=30.0), _prediction("dog", 0.1, inference_time_ms=30.0)]
+    results = [
+        {"filename": n, **r}
+        for n, r in zip(names, [*first_run, _prediction("cat", 0.8, per_image_ms=4.2)], strict=True)
+    ]
+    _answer_predict_with(ui, "/predict/batch", {"results": results, "model_version": "1.0.0-test"})
+    ui.upload(*(_photo(uploads_dir, "cat.4003.jpg", n) for n in names))
+    expect(ui.page.locator('.card[data-state="done"]')).to_have_count(3)
+    # Two photos from one 30 ms run: 15 ms each, said to be a share of a batch; a per-item time is shown as is.
+    expect(ui.card("a.jpg").locator(".meta")).to_contain_text("≈ 15.0 ms per photo (batch of 2)")
+    expect(ui.card("b.jpg").locator(".meta")).to_contain_text("≈ 15.0 ms per photo (batch of 2)")
+    expect(ui.card("c.jpg").locator(".meta")).to_have_text("Confidence 80.0% · model 4.2 ms")
+    expect(ui.card("a.jpg").locator(".meta")).to_have_attribute("title", re.compile("one model run of 30.0 ms"))

@@ -96,29 +96,66 @@ def serve(
     )
 
 
-def _collect(paths: list[Path]) -> list[Path]:
-    files: list[Path] = []
+def _collect(paths: list[Path]) -> list[Path | dict[str, Any]]:
+    """In argument order: image files to classify, or an error row for an argument that gives none."""
+    entries: list[Path | dict[str, Any]] = []
     for p in paths:
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                entries.append(_error_row(p, "no_images", f"no image files in this folder (looked for {_suffixes()})"))
+            entries += found
         elif p.is_file():
-            files.append(p)
+            entries.append(p)
         else:
-            typer.secho(f"error: {p} does not exist", fg=typer.colors.RED, err=True)
-            raise typer.Exit(2)
-    return files
+            entries.append(_error_row(p, "not_found", "no such file or folder"))
+    return entries
 
 
-def _rows(files: list[Path], results: list[Any]) -> list[dict[str, Any]]:
+def _suffixes() -> str:
+    return ", ".join(sorted(IMAGE_SUFFIXES))
+
+
+def _error_row(path: Path, code: str, message: str) -> dict[str, Any]:
+    return {"file": str(path), "error": code, "message": message}
+
+
+def _classify(predictor: Any, files: list[Path], batch_size: int) -> list[dict[str, Any]]:
+    """One row per file, in order; an unreadable file gets an error row and the rest still run."""
     from catsdogs.predictor import Prediction
 
-    rows = []
-    for f, r in zip(files, results, strict=True):
-        if isinstance(r, Prediction):
-            rows.append({"file": str(f), "prediction": r.label, "confidence": r.confidence, **r.probabilities})
-        else:
-            rows.append({"file": str(f), "error": r.reason, "message": r.message})
+    rows: list[dict[str, Any]] = []
+    for i in range(0, len(files), batch_size):
+        chunk = files[i : i + batch_size]
+        payloads: dict[int, bytes] = {}
+        unreadable: dict[int, dict[str, Any]] = {}
+        for j, f in enumerate(chunk):
+            try:
+                payloads[j] = f.read_bytes()
+            except OSError as exc:  # permissions, vanished since listing
+                unreadable[j] = _error_row(f, "unreadable", exc.strerror or str(exc))
+        results = dict(zip(payloads, predictor.predict_bytes(list(payloads.values())), strict=True))
+        for j, f in enumerate(chunk):
+            r = results.get(j)
+            if r is None:
+                rows.append(unreadable[j])
+            elif isinstance(r, Prediction):
+                row = {"file": str(f), "prediction": r.label, "confidence": r.confidence, **r.probabilities}
+                if reason := getattr(r, "reason", None):  # not a cat/dog, or unsure (issue 8 fields)
+                    row["note"] = reason
+                rows.append(row)
+            else:
+                rows.append(_error_row(f, r.reason, r.message))
     return rows
+
+
+def _summary(rows: list[dict[str, Any]]) -> str:
+    done = [r for r in rows if "error" not in r]
+    counts = {label: sum(r["prediction"] == label for r in done) for label in sorted({r["prediction"] for r in done})}
+    per_label = ", ".join(f"{n} {label}" for label, n in counts.items())
+    failed = len(rows) - len(done)
+    text = f"classified {len(done)} image{'s' if len(done) != 1 else ''}" + (f" ({per_label})" if per_label else "")
+    return text + (f"; {failed} failed (see the error column)" if failed else "")
 
 
 def predict(
@@ -130,41 +167,50 @@ def predict(
     backend: BackendOpt = None,
     batch_size: Annotated[int, typer.Option(min=1, max=256, help="Images per model run.")] = 32,
 ) -> None:
-    """Classify images on this machine with the same Predictor as the API. Exit code 1 if any file failed."""
+    """Classify images on this machine with the same Predictor as the API. Exit code 1 if any file failed.
+
+    A missing or unreadable path is reported in its own row; the other images are still classified.
+    A summary line goes to stderr, so csv/json on stdout stay clean.
+    """
     from catsdogs.paths import MODELS_DIR
     from catsdogs.predictor import ModelLoadError, Predictor
 
-    files = _collect(paths)
+    entries = _collect(paths)
+    files = [e for e in entries if isinstance(e, Path)]
     if not files:
-        typer.secho("error: no image files found", fg=typer.colors.RED, err=True)
+        problems = "; ".join(f"{e['file']}: {e['message']}" for e in entries if isinstance(e, dict))
+        typer.secho(
+            f"error: nothing to classify ({problems}); pass image files or folders of them",
+            fg=typer.colors.RED,
+            err=True,
+        )
         raise typer.Exit(2)
     try:
         predictor = Predictor.load(_normalise_model(model) if model else MODELS_DIR, backend=backend or "auto")
     except ModelLoadError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc
-    results: list[Any] = []
-    for i in range(0, len(files), batch_size):
-        chunk = files[i : i + batch_size]
-        results += predictor.predict_bytes([f.read_bytes() for f in chunk])
-    rows = _rows(files, results)
+    classified = iter(_classify(predictor, files, batch_size))  # one row per file, in order
+    rows = [next(classified) if isinstance(e, Path) else e for e in entries]
     classes = list(predictor.class_names)
     if output_format == "json":
         typer.echo(json.dumps(rows, indent=2))
     elif output_format == "csv":
-        writer = csv.DictWriter(
-            sys.stdout, fieldnames=["file", "prediction", "confidence", *classes, "error", "message"]
-        )
+        fields = ["file", "prediction", "confidence", *classes, "note", "error", "message"]
+        writer = csv.DictWriter(sys.stdout, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
     else:
         _print_table(rows, classes, predictor.version, predictor.backend)
-    if any("error" in r for r in rows):
+    failed = any("error" in r for r in rows)
+    typer.secho(_summary(rows), err=True, fg=typer.colors.YELLOW if failed else None)
+    if failed:
         raise typer.Exit(1)
 
 
 def _print_table(rows: list[dict[str, Any]], classes: list[str], version: str, backend: str) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"catsdogs model {version} ({backend})")
@@ -173,11 +219,18 @@ def _print_table(rows: list[dict[str, Any]], classes: list[str], version: str, b
     table.add_column("confidence", justify="right")
     for c in classes:
         table.add_column(f"p({c})", justify="right")
+    notes = any("error" in r or "note" in r for r in rows)
+    if notes:
+        table.add_column("note", overflow="fold")
     for r in rows:
         if "error" in r:
-            table.add_row(r["file"], f"[red]{r['error']}[/red]", r["message"], *([""] * len(classes)))
+            cells = [escape(r["file"]), "[red]error[/red]", "", *([""] * len(classes))]
+            cells.append(f"[red]{escape(r['error'])}[/red]: {escape(r['message'])}")
         else:
-            table.add_row(r["file"], r["prediction"], f"{r['confidence']:.3f}", *(f"{r[c]:.3f}" for c in classes))
+            cells = [escape(r["file"]), r["prediction"], f"{r['confidence']:.3f}", *(f"{r[c]:.3f}" for c in classes)]
+            if notes:
+                cells.append(escape(r.get("note") or ""))
+        table.add_row(*cells)
     Console().print(table)
 
 

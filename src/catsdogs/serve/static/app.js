@@ -13,6 +13,7 @@
   const statusEl = document.getElementById("status");
   const clearButton = document.getElementById("clear");
   const versionEl = document.getElementById("version");
+  const serviceEl = document.getElementById("service");
 
   let maxBatch = DEFAULT_MAX_BATCH;
   let inFlight = 0;
@@ -114,13 +115,30 @@
     return card;
   }
 
-  function showResult(card, result, modelVersion) {
-    const outcome = card.querySelector(".outcome");
-    const label = el("p", `label label-${result.prediction}`);
-    label.append(el("span", "visually-hidden", "Prediction: "), document.createTextNode(capitalize(result.prediction)));
+  // The card's verdict: the API flags photos that are not pets and answers it is unsure of (issue 8 fields).
+  function verdictOf(result) {
+    if (result.is_cat_or_dog === false) return "not-pet";
+    if (result.uncertain === true) return "unsure";
+    return "sure";
+  }
 
+  function headline(result, verdict) {
+    const label = el("p", `label label-${verdict === "sure" ? result.prediction : verdict}`);
+    label.append(el("span", "visually-hidden", "Prediction: "));
+    if (verdict === "not-pet") {
+      label.append(document.createTextNode("This doesn't look like a cat or a dog"));
+    } else if (verdict === "unsure") {
+      label.append(document.createTextNode("Not sure"));
+      label.append(el("span", "label-guess", ` · maybe a ${result.prediction}`));
+    } else {
+      label.append(document.createTextNode(capitalize(result.prediction)));
+    }
+    return label;
+  }
+
+  function probabilityBars(probabilities) {
     const bars = el("div", "bars");
-    for (const [name, p] of Object.entries(result.probabilities)) {
+    for (const [name, p] of Object.entries(probabilities)) {
       const row = el("div", "bar");
       row.dataset.class = name;
       row.dataset.probability = String(p);
@@ -132,23 +150,44 @@
       row.append(el("span", "bar-name", capitalize(name)), track, el("span", "bar-value", percent(p)));
       bars.append(row);
     }
+    return bars;
+  }
 
-    const time = typeof result.inference_time_ms === "number" ? `${result.inference_time_ms.toFixed(1)} ms` : "n/a";
-    const meta = el("p", "meta", `Confidence ${percent(result.confidence)} · ${time}`);
+  // timing: {ms, images}: one model run of `ms` for `images` photos (a batch shares one run).
+  function timeText(timing) {
+    if (!timing || typeof timing.ms !== "number") return "model time n/a";
+    if (timing.images > 1) return `model ≈ ${(timing.ms / timing.images).toFixed(1)} ms per photo (batch of ${timing.images})`;
+    return `model ${timing.ms.toFixed(1)} ms`;
+  }
+
+  function metaLine(result, verdict, modelVersion, timing) {
+    // A confidence for "not a cat or a dog" would be a confidence in the wrong question.
+    const text = [verdict !== "not-pet" && `Confidence ${percent(result.confidence)}`, timeText(timing)];
+    const meta = el("p", "meta", text.filter(Boolean).join(" · "));
     const version = result.model_version || modelVersion;
-    if (version) meta.title = `model ${version}`;
+    const shared = timing && timing.images > 1 && `one model run of ${timing.ms.toFixed(1)} ms for ${timing.images} photos`;
+    meta.title = [version && `model ${version}`, shared].filter(Boolean).join("; ");
+    return meta;
+  }
 
-    outcome.replaceChildren(label, bars, meta);
+  function showResult(card, result, modelVersion, timing) {
+    const verdict = verdictOf(result);
+    const parts = [headline(result, verdict)];
+    if (verdict !== "sure" && result.reason) parts.push(el("p", "reason", result.reason));
+    if (verdict !== "not-pet") parts.push(probabilityBars(result.probabilities));
+    const meta = metaLine(result, verdict, modelVersion, timing);
+    parts.push(meta);
+
+    card.querySelector(".outcome").replaceChildren(...parts);
     card.dataset.state = "done";
+    card.dataset.verdict = verdict;
     card.dataset.prediction = result.prediction;
     card.removeAttribute("aria-busy");
   }
 
   function showError(card, error) {
-    const name = card.dataset.filename;
-    // Some server messages already start with the file name; never print it twice.
-    const text = error.message.startsWith(name) ? error.message : `${name}: ${error.message}`;
-    const message = el("p", "error-message", text);
+    // The file name is already on the card, right above the message.
+    const message = el("p", "error-message", error.message);
     card.querySelector(".outcome").replaceChildren(message);
     card.classList.add("card-error");
     card.dataset.state = "error";
@@ -161,7 +200,7 @@
     const form = new FormData();
     form.append("file", file, file.name);
     const res = await postForm("/predict", form);
-    if (res.ok) showResult(card, res.body);
+    if (res.ok) showResult(card, res.body, undefined, { ms: res.body.inference_time_ms, images: 1 });
     else showError(card, res.error);
   }
 
@@ -170,6 +209,15 @@
     const match = /at most (\d+)/.exec(error.message);
     const limit = match ? Number(match[1]) : Math.floor(sent / 2);
     return limit >= 1 && limit < sent ? limit : null;
+  }
+
+  // Per-image time in a batch: the API reports the model run each result came from, shared by the photos
+  // of that run; a per-item field, when the API sends one, wins.
+  function batchTiming(answers, answer) {
+    if (typeof answer.per_image_ms === "number") return { ms: answer.per_image_ms, images: 1 };
+    const ms = answer.inference_time_ms;
+    const images = answers.filter((a) => a && !a.error && a.inference_time_ms === ms).length;
+    return { ms, images: Math.max(images, 1) };
   }
 
   async function predictBatch(items) {
@@ -192,7 +240,7 @@
       const answer = answers[i];
       if (!answer) showError(card, { code: "missing", message: "the server returned no result for this file." });
       else if (answer.error) showError(card, answer.error);
-      else showResult(card, answer, res.body.model_version);
+      else showResult(card, answer, res.body.model_version, batchTiming(answers, answer));
     });
   }
 
@@ -240,13 +288,19 @@
     }
   }
 
+  // Plain words for everyone in the header; the versions and backend one click away (a <details>).
   async function loadInfo() {
     const [info, model] = await Promise.all([getJson("/"), getJson("/model")]);
     if (!info && !model) {
+      serviceEl.textContent = "The classifier is not reachable right now. Reload the page in a moment.";
+      serviceEl.classList.add("version-error");
       versionEl.textContent = "API unreachable";
-      versionEl.classList.add("version-error");
       return;
     }
+    const accuracy = model && model.metrics && model.metrics.accuracy;
+    serviceEl.textContent = typeof accuracy === "number"
+      ? `Ready. Right about ${Math.floor(accuracy * 100)} times in 100 on test photos it had never seen.`
+      : "Ready.";
     const parts = [];
     if (info && info.version) parts.push(`API ${info.version}`);
     const modelVersion = (model && model.version) || (info && info.model_version);
