@@ -107,15 +107,16 @@ def test_serving_commands_still_work_without_the_training_stack(tmp_path: Path) 
 
 def test_train_with_a_missing_data_dir(tmp_path: Path) -> None:
     r = runner.invoke(app, ["train", "--data-dir", str(tmp_path / "missing")])
-    _one_line_error(r, str(tmp_path / "missing"), "does not exist", "catsdogs data download", "CATSDOGS_DATA_SOURCE")
+    _one_line_error(r, str(tmp_path / "missing"), "does not exist", "catsdogs data download", "data.source")
 
 
 def test_default_data_source_missing_names_the_download_and_the_setting(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("CATSDOGS_DATA_SOURCE", str(tmp_path / "not-downloaded"))
-    r = runner.invoke(app, ["data", "prepare"])
-    _one_line_error(r, "not-downloaded", "catsdogs data download", "CATSDOGS_DATA_SOURCE=data/raw/dogs-vs-cats/train")
+    params = tmp_path / "params.yaml"
+    params.write_text("data:\n  source: not-downloaded\n")
+    r = runner.invoke(app, ["data", "prepare", "--params", str(params)])
+    _one_line_error(r, "not-downloaded", "catsdogs data download", "data.source in params.yaml")
 
 
 def test_model_typo_fails_before_any_data_is_read(raw_dir: Path) -> None:
@@ -175,9 +176,10 @@ def test_download_prints_the_setting_that_prepare_and_train_read(
     r = runner.invoke(app, ["data", "download", "--dest", str(tmp_path)])
     assert r.exit_code == 0, r.output
     train_dir = tmp_path / "dogs-vs-cats" / "train"
-    assert f"export CATSDOGS_DATA_SOURCE={train_dir} && catsdogs data prepare" in r.stdout
+    assert f"next: set data.source: {train_dir} in params.yaml" in r.stdout
     # ... and that setting is what prepare reads.
-    monkeypatch.setenv("CATSDOGS_DATA_SOURCE", str(train_dir))
+    params = tmp_path / "params.yaml"
+    params.write_text(f"data:\n  source: {train_dir}\n")
     from catsdogs.config import load_params
 
-    assert load_params().path(load_params().data.source) == train_dir
+    assert load_params(params).path(load_params(params).data.source) == train_dir
