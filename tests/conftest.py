@@ -7,9 +7,14 @@ from pathlib import Path
 import pytest
 
 from catsdogs.paths import PROJECT_ROOT, SHARED_DATA_DIR
-from support import IN_CI, require_binary  # re-exported for older imports
+from support import IN_CI, register_ci_skip_guard, require_binary  # re-exported for older imports
 
 __all__ = ["IN_CI", "require_binary"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # CI=true: a skip is a check that did not run, so it fails the run (tests/test_ci_skip_guard.py).
+    register_ci_skip_guard(config)
 
 
 @pytest.fixture(scope="session")

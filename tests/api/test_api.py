@@ -100,8 +100,7 @@ def test_static_files_missing_directory_is_404(
 def test_static_files_are_served(client: TestClient) -> None:
     static_dir = info_routes.STATIC_DIR
     files = [p for p in static_dir.glob("*") if p.is_file()] if static_dir.is_dir() else []
-    if not files:
-        pytest.skip("the web page has not been added to src/catsdogs/serve/static/ yet")
+    assert files, f"no static files in {static_dir}: the web page's assets must ship with the package"
     r = client.get(f"/static/{files[0].name}")
     assert r.status_code == 200 and r.content == files[0].read_bytes()
 

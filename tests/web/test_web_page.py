@@ -243,9 +243,6 @@ def test_dropped_photo_is_classified(ui: UI, uploads_dir: Path) -> None:
 
 
 def test_trained_model_labels_cats_and_dogs(ui: UI, uploads_dir: Path) -> None:
-    accuracy = _served_model_accuracy(ui.base)
-    if accuracy < 0.9:
-        pytest.skip(f"the served model is not trained (accuracy {accuracy:.2f} < 0.9)")
     photos = [uploads_dir / f"{kind}.{n}.jpg" for kind in ("cat", "dog") for n in range(4001, 4006)]
     ui.upload(*photos)
     expect(ui.page.locator('.card[data-state="done"]')).to_have_count(len(photos))
