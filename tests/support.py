@@ -95,11 +95,17 @@ def wait_http(
     logs: Callable[[], str] | None = None,
 ) -> None:
     """Until GET ``url`` answers ``status`` (e.g. a server's /ready answering 200)."""
+    answers: list[str] = []
 
     def answered() -> bool:
-        return httpx.get(url, timeout=5).status_code == status
+        code = httpx.get(url, timeout=5).status_code
+        answers.append(f"HTTP {code}")
+        return code == status
 
-    wait_until(answered, f"{url} to answer {status}", timeout=timeout, process=process, logs=logs)
+    def context() -> str:
+        return f"last answer: {answers[-1] if answers else 'none'}\n" + (logs() if logs is not None else "")
+
+    wait_until(answered, f"{url} to answer {status}", timeout=timeout, process=process, logs=context)
 
 
 def _tail(logs: Callable[[], str] | None) -> str:
