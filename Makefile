@@ -64,6 +64,7 @@ mlflow-ui: init ## MLflow UI on http://127.0.0.1:5000 (local SQLite store)
 
 # --- quality -------------------------------------------------------------------------
 .PHONY: test test-quick lint format
+QUICK_TESTS := not slow and not docker and not heavy
 test: init test-tools ## Full test suite (unit, data, model, integration, API, web, ops, docker)
 	@mkdir -p reports
 	$(BIN)/pytest -q --junitxml=reports/junit.xml --cov=catsdogs --cov-report=xml:reports/coverage.xml --cov-report=term:skip-covered
@@ -73,8 +74,8 @@ test-tools: ## npm-groovy-lint for the Jenkinsfile check (system tools: sudo scr
 	@if command -v npm >/dev/null; then scripts/ops/install-tools.sh --npm-only; \
 	else echo "npm not found: the Jenkinsfile syntax test will skip (install Node.js 20)"; fi
 
-test-quick: init ## Fast tests only (no training, servers or containers)
-	$(BIN)/pytest -q -m "not slow and not docker"
+test-quick: init ## Fast tests only, under a minute (no training, servers, containers, full data or model runs)
+	$(BIN)/pytest -q -m "$(QUICK_TESTS)"
 
 lint: init ## Ruff lint and format check
 	$(BIN)/ruff check src tests scripts

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from catsdogs.paths import PROJECT_ROOT, SHARED_DATA_DIR
-from support import IN_CI, register_ci_skip_guard, require_binary  # re-exported for older imports
+from support import IN_CI, mark_by_folder, register_ci_skip_guard, require_binary  # re-exported for older imports
 
 __all__ = ["IN_CI", "require_binary"]
 
@@ -15,6 +15,10 @@ __all__ = ["IN_CI", "require_binary"]
 def pytest_configure(config: pytest.Config) -> None:
     # CI=true: a skip is a check that did not run, so it fails the run (tests/test_ci_skip_guard.py).
     register_ci_skip_guard(config)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    mark_by_folder(items, Path(__file__).parent)  # the tiers of docs/testing.md
 
 
 @pytest.fixture(scope="session")

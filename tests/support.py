@@ -13,6 +13,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -110,6 +111,27 @@ def wait_http(
 
 def _tail(logs: Callable[[], str] | None) -> str:
     return f":\n{logs()[-4000:]}" if logs is not None else ""
+
+
+# --- tiers ----------------------------------------------------------------------------------------------------
+# The tier of every test in a folder (docs/testing.md), so that a new test there cannot land in the quick
+# tier by a forgotten marker. Single heavy tests elsewhere carry their own marker.
+FOLDER_MARKERS = {
+    "docker": ("docker", "slow"),
+    "integration": ("slow",),
+    "web": ("slow",),
+    "model": ("heavy",),
+}
+
+
+def mark_by_folder(items: list[pytest.Item], tests_dir: Path) -> None:
+    for item in items:
+        if not item.path.is_relative_to(tests_dir):
+            continue
+        folder = item.path.relative_to(tests_dir).parts[0]
+        for name in FOLDER_MARKERS.get(folder, ()):
+            if item.get_closest_marker(name) is None:
+                item.add_marker(name)
 
 
 # --- CI: no silent skips --------------------------------------------------------------------------------------

@@ -120,6 +120,7 @@ def test_jenkinsfile_stages_run_the_make_targets() -> None:
     assert re.search(r"string\(name: 'REGISTRY'", text)
 
 
+@pytest.mark.heavy  # a JVM: 10-40 s on 2 busy cores
 def test_jenkinsfile_groovy_syntax(pytestconfig: pytest.Config) -> None:
     require_binary(pytestconfig, "java", "apt-get install -y openjdk-17-jre-headless")
     require_binary(pytestconfig, "node", "apt-get install -y nodejs")
