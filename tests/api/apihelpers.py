@@ -11,12 +11,10 @@ import io
 import json
 import os
 import shutil
-import socket
 import struct
 import subprocess
 import sys
 import threading
-import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -27,8 +25,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from catsdogs.transforms import PreprocessConfig, create_transform
+from support import IN_CI, free_port, wait_http, wait_until
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+__all__ = ["IN_CI", "free_port"]  # re-exported: the API tests import them from here
 IMAGE_SIZE = 32
 RED = (220, 30, 30)
 BLUE = (30, 30, 220)
@@ -80,16 +79,8 @@ def write_tiny_bundle(
     return path
 
 
-def wait_ready(client: TestClient | httpx.Client, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if client.get("/ready").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.02)
-    raise AssertionError(f"service not ready after {timeout}s")
+def wait_ready(client: TestClient | httpx.Client) -> None:
+    wait_until(lambda: client.get("/ready").status_code == 200, "the service's /ready to answer 200")
 
 
 # --- images ---------------------------------------------------------------------------------------------
@@ -119,12 +110,6 @@ def model_input_of(image: Image.Image) -> np.ndarray:
 
 
 # --- real servers (slow tests) ----------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class ServerProcess:
     """``catsdogs serve`` in a subprocess on 127.0.0.1; its output (JSON logs) goes to a file."""
 
@@ -141,19 +126,8 @@ class ServerProcess:
             [cli, *args, "--model", str(bundle)], stdout=self._log, stderr=subprocess.STDOUT, env=full_env
         )
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        with httpx.Client(base_url=self.url, timeout=5) as c:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.logs()}")
-                try:
-                    if c.get("/ready").status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.1)
-        raise AssertionError(f"server not ready after {timeout}s:\n{self.logs()}")
+    def wait_ready(self) -> None:
+        wait_http(f"{self.url}/ready", process=self.proc, logs=self.logs)
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -16,7 +16,7 @@ import anyio
 import httpx
 import numpy as np
 import pytest
-from apihelpers import BLUE, IMAGE_SIZE, RED, RunSpy, encode, model_input_of, png_bomb, solid
+from apihelpers import BLUE, IMAGE_SIZE, RED, RunSpy, encode, model_input_of, png_bomb, solid, wait_ready
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -26,6 +26,7 @@ from catsdogs.serve import app as app_module
 from catsdogs.serve.app import create_app
 from catsdogs.serve.routes import info as info_routes
 from catsdogs.serve.settings import Settings
+from support import wait_until
 
 MiB = 1024 * 1024
 ClientFactory = Callable[..., TestClient]
@@ -104,8 +105,7 @@ def test_static_files_missing_directory_is_404(
 def test_static_files_are_served(client: TestClient) -> None:
     static_dir = info_routes.STATIC_DIR
     files = [p for p in static_dir.glob("*") if p.is_file()] if static_dir.is_dir() else []
-    if not files:
-        pytest.skip("the web page has not been added to src/catsdogs/serve/static/ yet")
+    assert files, f"no static files in {static_dir}: the web page's assets must ship with the package"
     r = client.get(f"/static/{files[0].name}")
     assert r.status_code == 200 and r.content == files[0].read_bytes()
 
@@ -120,6 +120,13 @@ def test_health(client: TestClient) -> None:
     assert stamp.utcoffset() == timedelta(0) and abs(datetime.now(UTC) - stamp) < timedelta(minutes=1)
 
 
+def _ready_reason_is(client: TestClient, reason: str) -> httpx.Response | None:
+    """The /ready answer once it gives ``reason``; until then it must be a 503."""
+    r = client.get("/ready")
+    assert r.status_code == 503, r.text
+    return r if r.json()["reason"] == reason else None
+
+
 def test_ready_503_until_loaded_and_warmed(make_client: ClientFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     gate = threading.Event()
     real_warmup = Predictor.warmup
@@ -131,11 +138,7 @@ def test_ready_503_until_loaded_and_warmed(make_client: ClientFactory, monkeypat
     monkeypatch.setattr(Predictor, "warmup", slow_warmup)
     client = make_client(wait=False)
     try:
-        deadline = time.monotonic() + 10
-        while (r := client.get("/ready")).json()["reason"] != "the model is warming up":
-            assert r.status_code == 503
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        r = wait_until(lambda: _ready_reason_is(client, "the model is warming up"), "/ready to report the warm-up")
         assert r.status_code == 503 and r.json()["status"] == "not ready" and r.json()["ready"] is False
         assert r.json()["code"] == "not_ready" and r.json()["detail"] == "the model is warming up"
         health = client.get("/health")
@@ -145,10 +148,7 @@ def test_ready_503_until_loaded_and_warmed(make_client: ClientFactory, monkeypat
         assert "Retry-After" in p.headers
     finally:
         gate.set()
-    for _ in range(500):
-        if client.get("/ready").status_code == 200:
-            break
-        time.sleep(0.01)
+    wait_ready(client)
     assert client.get("/ready").json() == {
         "status": "ready",
         "ready": True,
@@ -161,10 +161,7 @@ def test_ready_503_until_loaded_and_warmed(make_client: ClientFactory, monkeypat
 
 def test_failed_load_is_reported_by_ready_and_health(make_client: ClientFactory, tmp_path: Path) -> None:
     client = make_client(wait=False, model_path=str(tmp_path / "nothing-here"))
-    for _ in range(500):
-        if client.get("/ready").json()["reason"] != "the model is loading":
-            break
-        time.sleep(0.01)
+    wait_until(lambda: client.get("/ready").json()["reason"] != "the model is loading", "the load to end")
     ready = client.get("/ready")
     assert ready.status_code == 503 and "does not exist" in ready.json()["reason"]
     health = client.get("/health")
@@ -434,10 +431,7 @@ def test_60mb_upload_with_content_length_is_refused_unread(tiny_bundle: Path) ->
     wrapped, seen = _counting(app)
     calls: list[int] = []
     with TestClient(wrapped) as c:
-        for _ in range(500):
-            if c.get("/ready").status_code == 200:
-                break
-            time.sleep(0.01)
+        wait_ready(c)
         app.state.service.predictor.predict_bytes = lambda images: calls.append(len(images))  # type: ignore[method-assign]
         body = b"\0" * (60 * MiB)
         r = c.post("/predict", content=body, headers={"Content-Type": "multipart/form-data; boundary=xyz"})

@@ -115,7 +115,8 @@ def test_registry_uri_without_mlflow_is_a_clear_error(monkeypatch: pytest.Monkey
 def test_registry_uri_resolves_alias_to_the_bundle(
     tmp_path: Path, tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    mlflow = pytest.importorskip("mlflow")
+    import mlflow  # the train extra; `make init` installs it for the tests
+
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     monkeypatch.chdir(tmp_path)  # artifacts of the default location land in tmp
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
@@ -201,9 +202,7 @@ def test_real_photo_is_classified_with_the_shipped_bundle(shipped_bundle: Path, 
     files = sorted(uploads_dir.glob("*.jpg"))
     results = p.predict_bytes([f.read_bytes() for f in files])
     assert all(isinstance(r, Prediction) for r in results)
-    meta = json.loads((shipped_bundle / "model.json").read_text())
-    if meta["metrics"]["accuracy"] >= 0.9:  # only a trained model has to get real photos right
-        correct = sum(
-            r.label == f.name.split(".")[0] for f, r in zip(files, results, strict=True) if isinstance(r, Prediction)
-        )
-        assert correct >= 0.8 * len(files)
+    correct = sum(
+        r.label == f.name.split(".")[0] for f, r in zip(files, results, strict=True) if isinstance(r, Prediction)
+    )
+    assert correct >= 0.8 * len(files)

@@ -36,6 +36,7 @@ def test_output_shape(name, size):
     assert torch.isfinite(out).all()
 
 
+@pytest.mark.heavy  # a real training step of each architecture: seconds to tens of seconds on 2 busy cores
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_one_step_reduces_loss_on_a_fixed_batch(name):
     torch.manual_seed(0)

@@ -156,6 +156,7 @@ def test_discover_sorted_and_skips_hidden(tmp_path):
     assert [p.name for p, _ in discover(tmp_path)] == ["cat.1.jpg", "dog.2.jpg"]
 
 
+@pytest.mark.heavy
 def test_real_kaggle_data_split_has_no_leak_and_is_stratified(tmp_path, kaggle_train_dir):
     """The full 23,000 images: duplicates collapse, no content in two splits, ~80/10/10 per class."""
     stats = prepare(kaggle_train_dir, tmp_path / "out")

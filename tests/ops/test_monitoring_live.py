@@ -48,6 +48,7 @@ from opshelpers import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from catsdogs.paths import MODELS_DIR, PROJECT_ROOT
+from support import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -121,15 +122,6 @@ def send_traffic(api: Server, broken: Server, uploads_dir: Path) -> dict[str, in
             assert c.get("/ready").status_code == 503
             sent["server_errors"] += 2
     return sent
-
-
-def wait_for(predicate: Any, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -247,8 +239,8 @@ def stack(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory,
         node.wait_http("/metrics")
         prometheus.wait_http("/-/ready")
         stack = Stack(api, broken, node, prometheus, {})
-        wait_for(lambda: len(stack.query('up{job="catsdogs-api"} == 1')) == 2, "both API targets up in Prometheus")
-        wait_for(lambda: stack.query('up{job="node-exporter"} == 1'), "node-exporter up in Prometheus")
+        wait_until(lambda: len(stack.query('up{job="catsdogs-api"} == 1')) == 2, "both API targets up in Prometheus")
+        wait_until(lambda: stack.query('up{job="node-exporter"} == 1'), "node-exporter up in Prometheus")
 
         stack.sent = send_traffic(api, broken, uploads_dir)
         served = metric_total(httpx.get(api.url + "/metrics").text, "predictions")
@@ -258,7 +250,7 @@ def stack(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory,
             got = stack.query('sum(predictions_total{job="catsdogs-api"})')
             return bool(got) and float(got[0]["value"][1]) >= served
 
-        wait_for(scraped, f"Prometheus to scrape {served} predictions")
+        wait_until(scraped, f"Prometheus to scrape {served} predictions")
         time.sleep(2.5)  # a few more scrapes and rule evaluations after the traffic
         yield stack
     finally:
