@@ -40,7 +40,7 @@ install-serve: $(VENV)/.serve-installed ## Install only the serving runtime (no 
 -include mk/serve.mk
 
 ##@ Data, training and experiment tracking (full environment: make init)
-.PHONY: download data-setup train evaluate export validate pipeline mlflow-ui mlflow-demo
+.PHONY: download data-setup train evaluate export validate pipeline dvc-remote mlflow-ui mlflow-demo
 download: init ## Download the Kaggle data (needs Kaggle credentials)
 	$(BIN)/catsdogs data download
 
@@ -59,8 +59,15 @@ export: init ## Export the best checkpoint to ONNX (+ INT8) into models/
 validate: init ## Quality gate; on success sets the registry alias champion
 	$(BIN)/catsdogs validate
 
-pipeline: init ## Run the whole DVC pipeline (prepare -> train -> evaluate -> export)
+pipeline: init ## Run the whole DVC pipeline (prepare -> train -> calibrate -> evaluate -> export -> robustness -> card)
 	$(BIN)/dvc repro
+
+# The committed default remote is a folder beside the checkout (every clone on one machine shares it).
+# A team points its clones at shared storage once: make dvc-remote DVC_REMOTE=s3://bucket/catsdogs
+dvc-remote: init ## Use DVC_REMOTE (path, s3://, gs://, ssh://) for dvc push/pull in this clone (.dvc/config.local)
+	@test -n "$(DVC_REMOTE)" || { echo "usage: make dvc-remote DVC_REMOTE=<path or URL>"; exit 2; }
+	$(BIN)/dvc remote add --local --force --default team "$(DVC_REMOTE)"
+	@echo "dvc push / dvc pull now use $(DVC_REMOTE) (this clone only; see .dvc/config.local)"
 
 # The MLflow UI needs neither torch nor the training stack: its own small venv, one worker.
 MLFLOW_VENV ?= .cache/mlflow-venv

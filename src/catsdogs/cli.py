@@ -269,7 +269,7 @@ def train(
     ] = None,
     recipe: Annotated[
         str | None,
-        typer.Option(help="full | linear_probe (frozen pretrained backbone).", **_from_params("train.recipe")),
+        typer.Option(help="full | cached_features (frozen pretrained lower part).", **_from_params("train.recipe")),
     ] = None,
     dropout: Annotated[
         float | None, typer.Option(help="Dropout before the classifier.", **_from_params("model.dropout"))

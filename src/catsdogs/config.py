@@ -46,9 +46,11 @@ class ModelParams(_Strict):
 
 
 class TrainParams(_Strict):
-    # full: train every weight on augmented images. linear_probe: freeze the pretrained backbone,
-    # cache its features once (plus mirrored copies) and train only the classifier head on them.
-    recipe: Literal["full", "linear_probe"] = "full"
+    # full: train every weight on augmented images. cached_features: freeze a pretrained network but
+    # its top `trainable_blocks` blocks, run the frozen part once per image (and its mirror image)
+    # and train the top + head on that cache (0 blocks: a linear probe on the pooled features).
+    recipe: Literal["full", "cached_features"] = "full"
+    trainable_blocks: int = Field(0, ge=0, le=16)
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(64, ge=2)
     lr: float = Field(0.003, gt=0)

@@ -134,6 +134,7 @@ LITE0_STAGES = (  # (repeats, kernel, stride, expand ratio, c_in, c_out)
     (1, 3, 1, 6, 192, 320),
 )
 LITE0_FEATURES = 1280
+LITE0_BLOCKS = sum(stage[0] for stage in LITE0_STAGES)  # 16
 # ImageNet-1k classes that are cats (281-285: tabby ... Egyptian cat) or dogs (151-268: the dog breeds).
 IMAGENET_CAT_CLASSES = tuple(range(281, 286))
 IMAGENET_DOG_CLASSES = tuple(range(151, 269))
@@ -199,9 +200,17 @@ class EfficientNetLite0(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         # x: (N, 3, H, W), normalised with mean = std = 0.5
-        x = F.relu6(self._bn0(self._conv_stem(x)))  # (N, 32, H/2, W/2)
-        for block in self._blocks:
-            x = block(x)  # ... (N, 320, H/32, W/32)
+        return self.pooled(self.blocks(self.stem(x), 0))  # (N, 1280)
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu6(self._bn0(self._conv_stem(x)))  # (N, 32, H/2, W/2)
+
+    def blocks(self, x: torch.Tensor, start: int, stop: int | None = None) -> torch.Tensor:
+        for block in self._blocks[start:stop]:
+            x = block(x)  # ... (N, 320, H/32, W/32) after the last one
+        return x
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu6(self._bn1(self._conv_head(x)))  # (N, 1280, H/32, W/32)
         return x.mean(dim=(2, 3))  # (N, 1280)
 

@@ -3,8 +3,9 @@
 Two recipes (``train.recipe``):
 
 * ``full``: every weight learns from augmented images (the from-scratch CNNs, or full fine-tuning).
-* ``linear_probe``: the pretrained backbone stays frozen; its features are computed once per image
-  (and for the mirrored image) and only the classifier head trains on them, in seconds per epoch.
+* ``cached_features``: a pretrained network stays frozen but for its top ``trainable_blocks`` blocks;
+  the frozen part runs once per image (and its mirror image) and the top trains on that cache, so an
+  epoch costs a fraction of a full forward/backward pass (0 blocks: a linear probe).
 
 Runs unchanged under ``torchrun``: each rank trains on its own shard (DistributedDataParallel),
 validation is gathered over all ranks, and only rank 0 logs to MLflow, saves and registers.
@@ -155,7 +156,7 @@ def improved(state: TrainState, val: dict[str, float], watch: str) -> bool:
 
 
 class FeatureBatch:
-    """The "transform" of the linear probe: cached features go to the head as they are."""
+    """The "transform" of cached features: they go to the trainable top as they are (float32)."""
 
     @staticmethod
     def batch(x: torch.Tensor) -> torch.Tensor:
@@ -171,7 +172,7 @@ class Job:
     val_loader: ArrayLoader
     train_tf: Transform | FeatureBatch
     eval_tf: Transform | FeatureBatch
-    setup_seconds: float = 0.0  # e.g. the probe's one-off feature extraction
+    setup_seconds: float = 0.0  # e.g. caching the frozen part's outputs
     setup_images: int = 0
 
 
@@ -194,7 +195,24 @@ def full_job(model: nn.Module, splits: dict[str, SplitData], cfg: PreprocessConf
     return Job(model, train, val, train_tf, create_transform(cfg))
 
 
-def linear_probe_job(
+class CachedTop(nn.Module):
+    """The trainable top of a pretrained network, fed with the cached output of its frozen part.
+
+    ``start`` is the first trainable block; ``None`` means only the head trains (on pooled features).
+    """
+
+    def __init__(self, model: nn.Module, start: int | None):
+        super().__init__()
+        self.model = model
+        self.start = start
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        if self.start is None:
+            return self.model.classify(a)  # a: (N, F) pooled features
+        return self.model.classify(self.model.pooled(self.model.blocks(a, self.start)))  # a: (N, C, h, w)
+
+
+def cached_features_job(
     model: nn.Module,
     splits: dict[str, SplitData],
     cfg: PreprocessConfig,
@@ -202,47 +220,53 @@ def linear_probe_job(
     dist: Dist,
     device: torch.device,
 ) -> Job:
-    """Freeze everything but ``model.head``; train it on cached backbone features (+ mirrored copies)."""
-    if not hasattr(model, "features") or not hasattr(model, "head"):
-        raise ValueError(f"train.recipe linear_probe needs a model with a feature extractor, not {params.model.name}")
+    """Freeze all but the top ``trainable_blocks`` blocks (and the head); cache what the frozen part computes."""
+    if not hasattr(model, "blocks"):
+        raise ValueError(f"train.recipe cached_features needs a pretrained block network, not {params.model.name}")
+    tp = params.train
+    n_blocks = len(model._blocks)
+    start = None if tp.trainable_blocks == 0 else n_blocks - tp.trainable_blocks
     for p in model.parameters():
         p.requires_grad_(False)
-    model.head.requires_grad_(True)
-    tp = params.train
-    start = time.perf_counter()
+    trainable = [model.head] + ([] if start is None else [*model._blocks[start:], model._conv_head, model._bn1])
+    for module in trainable:
+        module.requires_grad_(True)
+    t0 = time.perf_counter()
     flips = (False, True) if tp.augment.hflip > 0 else (False,)
-    train = [
-        SplitData(extract_features(model, splits["train"], cfg, device, dist, flip), splits["train"].labels)
-        for flip in flips
-    ]
-    train_feats = SplitData(np.concatenate([t.pixels for t in train]), np.concatenate([t.labels for t in train]))
-    val_feats = SplitData(extract_features(model, splits["val"], cfg, device, dist, False), splits["val"].labels)
-    # Dropout on the features is the probe's only regulariser besides weight decay.
-    head = nn.Sequential(model.dropout, model.head)
-    train_loader = ArrayLoader(
-        train_feats, tp.batch_size, shuffle=True, seed=tp.seed, rank=dist.rank, world_size=dist.world_size
-    )
-    val_loader = ArrayLoader(val_feats, 1024, shuffle=False, rank=dist.rank, world_size=dist.world_size)
-    seconds = time.perf_counter() - start
-    images = len(train_feats.labels) + len(val_feats.labels)
-    log.info("linear probe: features of %d images in %.0f s (%.1f img/s)", images, seconds, images / seconds)
-    return Job(head, train_loader, val_loader, FeatureBatch(), FeatureBatch(), seconds, images)
+    parts = [frozen_outputs(model, splits["train"], cfg, device, dist, start, flip) for flip in flips]
+    train = SplitData(np.concatenate(parts), np.concatenate([splits["train"].labels] * len(flips)))
+    val = SplitData(frozen_outputs(model, splits["val"], cfg, device, dist, start, False), splits["val"].labels)
+    seconds, images = time.perf_counter() - t0, len(train.labels) + len(val.labels)
+    log.info("cached the frozen part for %d images in %.0f s (%.1f img/s)", images, seconds, images / seconds)
+    top = CachedTop(model, start)
+    kw = {"rank": dist.rank, "world_size": dist.world_size}
+    train_loader = ArrayLoader(train, tp.batch_size, shuffle=True, seed=tp.seed, **kw)
+    val_loader = ArrayLoader(val, 512, shuffle=False, **kw)
+    return Job(top, train_loader, val_loader, FeatureBatch(), FeatureBatch(), seconds, images)
 
 
 @torch.no_grad()
-def extract_features(
-    model: nn.Module, data: SplitData, cfg: PreprocessConfig, device: torch.device, dist: Dist, flip: bool
+def frozen_outputs(
+    model: nn.Module,
+    data: SplitData,
+    cfg: PreprocessConfig,
+    device: torch.device,
+    dist: Dist,
+    stop: int | None,
+    flip: bool,
 ) -> np.ndarray:
-    """float32 (N, F) backbone features in the split's order; each rank computes its shard."""
+    """What the frozen part outputs (float16, in the split's order): blocks up to ``stop``, or pooled features."""
     model.eval()
     transform = create_transform(cfg)
-    loader = ArrayLoader(data, 128, shuffle=False, rank=dist.rank, world_size=dist.world_size)
-    shard = [np.zeros((0, 0), np.float32)]
+    loader = ArrayLoader(data, 64, shuffle=False, rank=dist.rank, world_size=dist.world_size)
+    shard = []
     for pixels, _ in loader:
         x = transform.batch(pixels.to(device))
-        shard.append(model.features(torch.flip(x, dims=[3]) if flip else x).float().cpu().numpy())
-    parts = all_gather_rows(np.concatenate([s for s in shard if s.size]), dist)
-    out = np.empty((len(data.labels), parts[0].shape[1]), np.float32)
+        x = model.stem(torch.flip(x, dims=[3]) if flip else x)
+        out = model.pooled(model.blocks(x, 0)) if stop is None else model.blocks(x, 0, stop)
+        shard.append(out.half().cpu().numpy())  # float16 halves the cache; the top trains in float32
+    parts = all_gather_rows(np.concatenate(shard), dist)
+    out = np.empty((len(data.labels), *parts[0].shape[1:]), np.float16)
     for rank, part in enumerate(parts):
         out[rank :: dist.world_size] = part  # ArrayLoader's evaluation shards are strided
     return out
@@ -279,8 +303,8 @@ def run_training(params: Params, *, resume: bool = False, register: bool = True)
         cfg = preprocess_config(params, splits["train"].pixels)
         model = create_model(params.model.name, num_classes=len(CLASSES), dropout=params.model.dropout,
                              pretrained=params.model.pretrained).to(device)  # fmt: skip
-        if tp.recipe == "linear_probe":
-            job = linear_probe_job(model, splits, cfg, params, dist, device)
+        if tp.recipe == "cached_features":
+            job = cached_features_job(model, splits, cfg, params, dist, device)
         else:
             model = model.to(memory_format=memory_format(device, bf16))
             job = full_job(model, splits, cfg, params, dist)
@@ -343,7 +367,7 @@ def fit(
         scheduler.load_state_dict(ckpt.scheduler_state)
         torch.set_rng_state(ckpt.rng_state.cpu())
     state = ckpt.state
-    smoothing = 0.0 if tp.recipe == "linear_probe" else tp.label_smoothing  # the probe is calibrated afterwards
+    smoothing = tp.label_smoothing
     for epoch in range(state.epoch + 1, tp.epochs + 1):
         if state.stale >= tp.patience:
             break
