@@ -70,16 +70,29 @@ class RequestContextMiddleware:
         status = 500
         start = time.perf_counter()
 
+        started = False
+
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
-                MutableHeaders(scope=message)["X-Request-ID"] = request_id
+                status, started = message["status"], True
+                headers = MutableHeaders(scope=message)
+                headers["X-Request-ID"] = request_id
+                if status >= 500 and status != 503:
+                    # The server drops the connection after an unhandled error: say so, so that the
+                    # client does not send its next request into a closing socket.
+                    headers["Connection"] = "close"
             await send(message)
 
         self.metrics.in_progress.inc()
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            # The app's error handler has logged it and sent the 500 already: re-raising would make the
+            # server log it a second time. Only an error before any response is logged (once) here.
+            if not started:
+                access_log.exception("unhandled error before a response on %s %s", scope["method"], scope["path"])
+                await _send_500(send_with_id)
         finally:
             self.metrics.in_progress.dec()
             elapsed = time.perf_counter() - start
@@ -106,6 +119,12 @@ class RequestContextMiddleware:
             fields.update(state.get("log_fields", {}))
             access_log.info("request", extra=fields)
             request_id_var.reset(token)
+
+
+async def _send_500(send: Send) -> None:
+    response = JSONResponse(error_body("internal_error", "internal server error"), status_code=500)
+    await send({"type": "http.response.start", "status": 500, "headers": response.raw_headers})
+    await send({"type": "http.response.body", "body": response.body})
 
 
 class BodyLimitMiddleware:

@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Literal
 
 import anyio
 
-from catsdogs.predictor import PredictionResult, Predictor
+from catsdogs.predictor import ModelLoadError, PredictionResult, Predictor
 from catsdogs.serve.metrics import Metrics
 from catsdogs.serve.settings import Settings
 
 log = logging.getLogger("catsdogs.serve")
 
-Status = Literal["loading", "warming", "ready", "failed"]
+Status = Literal["loading", "warming", "ready", "failed", "draining"]
+# Absolute filesystem paths (and file URIs): never shown to unauthenticated clients.
+_PATH = re.compile(r"(?:file://)?(?<![\w.])/(?:[^\s:'\"/]+/)*[^\s:'\",;)]*")
+
+
+def public_message(text: str) -> str:
+    """``text`` with internal filesystem paths replaced by ``<path>`` (for /ready, /health and 4xx bodies)."""
+    return _PATH.sub("<path>", text)
 
 
 @dataclass
@@ -41,18 +49,28 @@ class ServiceState:
         )
         if self.predictor is None:  # first load: /ready tells the loading and warming phases apart
             self.status, self.reason = "warming", "the model is warming up"
-        predictor.warmup(batch_sizes=(1, s.max_batch_files))
+        try:
+            predictor.warmup(batch_sizes=(1, s.max_batch_files))
+        except Exception as exc:  # onnxruntime's own errors: a bundle that fails warm-up is a bad bundle
+            raise ModelLoadError(f"the model failed its warm-up run: {exc}") from exc
         return predictor
+
+    def _load_failed(self, exc: ModelLoadError) -> None:
+        if self.predictor is None:  # nothing to fall back on
+            self.status, self.reason = "failed", f"the model failed to load: {public_message(str(exc))}"
 
     async def load(self, model_path: str | None = None) -> tuple[Predictor, float]:
         """Load + warm a predictor off the event loop, then swap it in. Requests in flight keep the old one."""
         start = time.perf_counter()
         try:
             predictor = await anyio.to_thread.run_sync(self._load, model_path or self.settings.model_path)
-        except Exception as exc:
-            if self.predictor is None:  # nothing to fall back on
-                self.status, self.reason = "failed", f"the model failed to load: {exc}"
+        except ModelLoadError as exc:
+            self._load_failed(exc)
             raise
+        except Exception as exc:  # e.g. a model.json field of the wrong type: still a bad bundle, not a 500
+            error = ModelLoadError(f"the model cannot be loaded: {exc!r}")
+            self._load_failed(error)
+            raise error from exc
         # The swap is a single reference assignment: a request holds whichever predictor it started with.
         self.predictor = predictor
         self.status, self.reason = "ready", ""
@@ -62,8 +80,8 @@ class ServiceState:
     async def load_initial(self) -> None:
         try:
             predictor, ms = await self.load()
-        except Exception as exc:  # any load failure must surface in /ready and /health, not kill the loop
-            log.error("model load failed: %s", exc, exc_info=not isinstance(exc, ValueError | RuntimeError))
+        except ModelLoadError as exc:  # surfaces in /ready and /health; must not kill the event loop
+            log.error("model load failed: %s", exc)
             return
         log.info(
             "model ready",
