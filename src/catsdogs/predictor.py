@@ -256,7 +256,10 @@ def _check_io(session: ort.InferenceSession, cfg: PreprocessConfig) -> list[str]
     want = [None, 3, cfg.image_size, cfg.image_size]
     if inp.type != "tensor(float)":
         problems.append(f"the model input is {inp.type}; expected tensor(float)")
-    if len(inp.shape) != 4 or any(isinstance(d, int) and w is not None and d != w for d, w in zip(inp.shape, want)):
+    fixed = len(inp.shape) == 4 and all(
+        not isinstance(d, int) or w is None or d == w for d, w in zip(inp.shape, want, strict=True)
+    )
+    if not fixed:
         problems.append(
             f"the model input shape {inp.shape} does not match [N, 3, {cfg.image_size}, {cfg.image_size}] "
             "(preprocess.image_size)"
