@@ -22,7 +22,7 @@ from catsdogs.predictor import available_cpus
 from catsdogs.serve.errors import install_error_handlers
 from catsdogs.serve.logging import configure_logging
 from catsdogs.serve.metrics import Metrics
-from catsdogs.serve.middleware import BodyLimitMiddleware, RequestContextMiddleware, RouteTemplates
+from catsdogs.serve.middleware import BodyGuardMiddleware, RequestContextMiddleware, RouteTemplates
 from catsdogs.serve.routes import admin, health, info, metrics, predict
 from catsdogs.serve.settings import Settings
 from catsdogs.serve.state import ServiceState
@@ -106,7 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return settings.body_limit, per_file
 
     # Added last = outermost: the request context sees (and logs) the body limit's 413s.
-    app.add_middleware(BodyLimitMiddleware, limit_for=body_limit)
+    app.add_middleware(BodyGuardMiddleware, limit_for=body_limit, timeout=settings.body_timeout_s)
     route_templates = RouteTemplates(templates, mounts=["/static"])
     app.add_middleware(RequestContextMiddleware, metrics=app.state.service.metrics, routes=route_templates)
     return app

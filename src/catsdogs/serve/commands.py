@@ -88,7 +88,9 @@ def serve(
         port=settings.port,
         workers=settings.workers,
         loop="auto",  # uvloop when installed (uvicorn[standard])
-        http="auto",  # httptools when installed
+        # httptools plus a header deadline, header size and count limits (docs/serving.md)
+        http="catsdogs.serve.protocol:HardenedHttpToolsProtocol",
+        timeout_keep_alive=settings.keepalive_timeout_s,  # type: ignore[arg-type]  # a float works
         access_log=False,  # replaced by our structured access log
         log_config=uvicorn_log_config(settings.log_format, settings.log_level),
         server_header=False,

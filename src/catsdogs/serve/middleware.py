@@ -1,11 +1,12 @@
 """Pure ASGI middleware (cheaper than BaseHTTPMiddleware, and it can see the raw body stream).
 
 ``RequestContextMiddleware`` (outermost): request id, access log, HTTP metrics.
-``BodyLimitMiddleware``: refuses oversized bodies while streaming, before they are in memory.
+``BodyGuardMiddleware``: refuses oversized (413) and stalled (408) bodies while they stream in.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -127,16 +128,19 @@ async def _send_500(send: Send) -> None:
     await send({"type": "http.response.body", "body": response.body})
 
 
-class BodyLimitMiddleware:
-    """413 for bodies above the route's limit: at once on Content-Length, else as soon as the count passes it.
+class BodyGuardMiddleware:
+    """Guards the request body while it streams in, before it is in memory.
 
-    The app never sees a body that declares too much, and a chunked upload is cut off after ``limit``
-    bytes, so a 60 MB upload costs at most the limit in memory, never the whole upload.
+    * 413 for bodies above the route's limit: at once on Content-Length, else as soon as the count passes
+      it, so a 60 MB upload costs at most the limit in memory, never the whole upload;
+    * 408 when the next piece of the body does not arrive within ``timeout`` seconds (a body shorter than
+      its Content-Length would otherwise hold the request, and its admission slot, for ever).
     """
 
-    def __init__(self, app: ASGIApp, limit_for: Callable[[str], tuple[int, str]]):
+    def __init__(self, app: ASGIApp, limit_for: Callable[[str], tuple[int, str]], timeout: float = 15.0):
         self.app = app
         self.limit_for = limit_for  # path -> (body limit in bytes, what is allowed, for the message)
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
@@ -154,18 +158,28 @@ class BodyLimitMiddleware:
             await response(scope, receive, send)
             return
         received = 0
+        timeout = self.timeout
 
-        async def limited_receive() -> Message:
+        async def guarded_receive() -> Message:
             nonlocal received
-            message = await receive()
+            try:
+                async with asyncio.timeout(timeout):
+                    message = await receive()
+            except TimeoutError:
+                # An HTTPException passes through FastAPI's body parsing to our error handler.
+                raise APIError(
+                    408,
+                    "body_timeout",
+                    f"the request body stalled: no data for {timeout:g} s",
+                    headers={"Connection": "close"},
+                ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    # An HTTPException passes through FastAPI's body parsing to our error handler.
                     raise APIError(413, "too_large", too_large_message(None, allowed), headers={"Connection": "close"})
             return message
 
-        await self.app(scope, limited_receive, send)
+        await self.app(scope, guarded_receive, send)
 
 
 def too_large_message(size: int | None, allowed: str) -> str:

@@ -26,6 +26,12 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(10 * MiB, gt=0, description="Largest accepted image file (bytes).")
     max_batch_files: int = Field(16, ge=1, le=256)
     max_image_pixels: int = Field(40_000_000, gt=0, description="Decoded width x height above which a file is refused.")
+    # Connection limits (docs/serving.md): slow or oversized requests must not hold a worker's connections.
+    header_timeout_s: float = Field(10.0, gt=0, description="Deadline for a request's headers (else 408, close).")
+    body_timeout_s: float = Field(15.0, gt=0, description="Longest wait for the next piece of a body (else 408).")
+    keepalive_timeout_s: float = Field(5.0, gt=0, description="Idle keep-alive connections are closed after this.")
+    max_header_bytes: int = Field(32 * 1024, ge=1024, description="Largest request head (else 431, close).")
+    max_header_count: int = Field(100, ge=10, description="Most header fields in a request (else 431, close).")
     log_format: Literal["json", "text"] = "json"
     log_level: str = Field("INFO", pattern=r"(?i)^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
     admin_token: SecretStr | None = Field(None, description="Bearer token of POST /admin/reload; unset = disabled.")
