@@ -7,6 +7,7 @@ the servers are always stopped.
 
     python scripts/bench.py                       # shipped model, /work/shared/data/uploads
     python scripts/bench.py --model DIR --images DIR --requests 300 --json reports/bench.json
+    python scripts/bench.py --overload 60         # 2x capacity, open loop: shedding, p99, RSS
 """
 
 from __future__ import annotations
@@ -176,6 +177,85 @@ def bench_server(
     return result
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process and its direct children (the workers), in MB, from /proc."""
+    total = 0
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue
+        ppid = next((line.split()[1] for line in text.splitlines() if line.startswith("PPid:")), "")
+        if status.parent.name == str(pid) or ppid == str(pid):
+            total += next((int(line.split()[1]) for line in text.splitlines() if line.startswith("VmRSS:")), 0)
+    return total / 1024
+
+
+async def open_loop(url: str, images: list[tuple[str, bytes]], rate: float, seconds: float, pid: int) -> dict:
+    """Requests sent at a fixed ``rate`` whatever the answers (open loop), for ``seconds``.
+
+    Latency counts from the scheduled send time, so client-side queueing is not hidden. At most 2,000
+    requests are outstanding (bounded client memory); later ones are counted as ``client_dropped``.
+    """
+    statuses: dict[str, int] = {}
+    accepted: list[float] = []
+    peak_rss = rss_mb(pid)
+    outstanding = 0
+    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+
+        async def one(i: int, scheduled: float) -> None:
+            nonlocal outstanding
+            name, data = images[i % len(images)]
+            try:
+                r = await client.post("/predict", files={"file": (name, data, "image/jpeg")})
+                key = str(r.status_code)
+                if r.status_code == 200:
+                    accepted.append((time.perf_counter() - scheduled) * 1000)
+            except httpx.HTTPError as exc:
+                key = type(exc).__name__
+            statuses[key] = statuses.get(key, 0) + 1
+            outstanding -= 1
+
+        tasks = set()
+        start = time.perf_counter()
+        n = int(rate * seconds)
+        for i in range(n):
+            scheduled = start + i / rate
+            await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
+            if i % max(1, int(rate / 2)) == 0:
+                peak_rss = max(peak_rss, rss_mb(pid))
+            if outstanding >= 2000:
+                statuses["client_dropped"] = statuses.get("client_dropped", 0) + 1
+                continue
+            outstanding += 1
+            task = asyncio.create_task(one(i, scheduled))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        await asyncio.gather(*tasks)
+        peak_rss = max(peak_rss, rss_mb(pid))
+    lat = sorted(accepted)
+    return {
+        "offered_rps": rate,
+        "seconds": seconds,
+        "statuses": statuses,
+        "accepted_rps": len(lat) / seconds,
+        "accepted_p50_ms": percentile(lat, 50),
+        "accepted_p99_ms": percentile(lat, 99),
+        "peak_rss_mb": round(peak_rss, 1),
+    }
+
+
+def overload(url: str, pid: int, images: list[tuple[str, bytes]], args: argparse.Namespace) -> dict:
+    """Capacity (closed loop, c=16, 10 s), then 2x that capacity offered open-loop for ``--overload`` s."""
+    capacity = asyncio.run(drive(url, images, 16, 100_000, 10.0)).rps
+    print(f"  capacity (closed loop c=16, 10 s): {capacity:.1f} req/s", flush=True)
+    result = asyncio.run(open_loop(url, images, 2 * capacity, args.overload, pid))
+    result["capacity_rps"] = capacity
+    print(f"  open loop at 2x capacity: {json.dumps(result)}", flush=True)
+    return result
+
+
 def load_images(folder: Path) -> list[tuple[str, bytes]]:
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
@@ -234,6 +314,13 @@ def main() -> None:
         help="seed: SimpleCNN at 224 px as the seed served it (default); same: the bundle's model in PyTorch eager",
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--overload",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="instead: measure capacity, then offer 2x it open-loop for SECONDS (admission control check)",
+    )
     args = parser.parse_args()
 
     images = load_images(args.images)
@@ -253,6 +340,12 @@ def main() -> None:
     cmd += ["--workers", str(args.workers), "--backend", args.backend]
     with running(cmd, url, "/ready", env) as proc:
         info = httpx.get(url + "/model").json()
+        if args.overload:
+            result = overload(url, proc.pid, images, args)
+            if args.json:
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                args.json.write_text(json.dumps(result, indent=2) + "\n")
+            return
         ours = bench_server(f"catsdogs ({info['backend']}, {info['threads']} thr)", url, proc.pid, images, args)
 
     base = None

@@ -22,7 +22,12 @@ from catsdogs.predictor import available_cpus
 from catsdogs.serve.errors import install_error_handlers
 from catsdogs.serve.logging import configure_logging
 from catsdogs.serve.metrics import Metrics
-from catsdogs.serve.middleware import BodyGuardMiddleware, RequestContextMiddleware, RouteTemplates
+from catsdogs.serve.middleware import (
+    AdmissionMiddleware,
+    BodyGuardMiddleware,
+    RequestContextMiddleware,
+    RouteTemplates,
+)
 from catsdogs.serve.routes import admin, health, info, metrics, predict
 from catsdogs.serve.settings import Settings
 from catsdogs.serve.state import ServiceState
@@ -46,6 +51,10 @@ class OptionalStaticFiles(StaticFiles):
         if self.directory is not None and not Path(self.directory).is_dir():
             return
         await super().check_config()
+
+
+# Probes and scrapes must answer under overload: a busy pod is neither dead nor unready.
+NEVER_SHED = frozenset({"/health", "/ready", "/metrics"})
 
 
 def inference_concurrency(threads: int) -> int:
@@ -105,8 +114,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return settings.batch_body_limit, f"at most {settings.max_batch_files} {per_file}"
         return settings.body_limit, per_file
 
-    # Added last = outermost: the request context sees (and logs) the body limit's 413s.
+    # Added last = outermost: the request context sees (and logs) the body guard's and the shedder's answers.
     app.add_middleware(BodyGuardMiddleware, limit_for=body_limit, timeout=settings.body_timeout_s)
+    app.add_middleware(
+        AdmissionMiddleware,
+        metrics=app.state.service.metrics,
+        max_pending=settings.max_pending_requests,
+        exempt=NEVER_SHED,
+    )
     route_templates = RouteTemplates(templates, mounts=["/static"])
     app.add_middleware(RequestContextMiddleware, metrics=app.state.service.metrics, routes=route_templates)
     return app

@@ -1,6 +1,7 @@
 """Pure ASGI middleware (cheaper than BaseHTTPMiddleware, and it can see the raw body stream).
 
 ``RequestContextMiddleware`` (outermost): request id, access log, HTTP metrics.
+``AdmissionMiddleware``: sheds load (503 + Retry-After) beyond a bounded number of requests per worker.
 ``BodyGuardMiddleware``: refuses oversized (413) and stalled (408) bodies while they stream in.
 """
 
@@ -126,6 +127,46 @@ async def _send_500(send: Send) -> None:
     response = JSONResponse(error_body("internal_error", "internal server error"), status_code=500)
     await send({"type": "http.response.start", "status": 500, "headers": response.raw_headers})
     await send({"type": "http.response.body", "body": response.body})
+
+
+class AdmissionMiddleware:
+    """Admission control: at most ``max_pending`` requests in this worker (running + waiting for the model).
+
+    Beyond it a request is answered 503 at once, with ``Retry-After``, instead of joining a queue that
+    only grows: the accepted ones keep their latency and a caller learns at once to retry (or go to
+    another replica). Probes and metrics are never shed: an overloaded pod is busy, not dead or unready.
+    """
+
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, max_pending: int, exempt: frozenset[str], retry_after_s: int = 1
+    ):
+        self.app = app
+        self.metrics = metrics
+        self.max_pending = max_pending
+        self.exempt = exempt
+        self.retry_after = str(retry_after_s)
+        self.pending = 0  # one event loop per worker: no lock needed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.exempt:
+            await self.app(scope, receive, send)
+            return
+        if self.pending >= self.max_pending:
+            self.metrics.requests_shed.inc()
+            scope.setdefault("state", {})["error_code"] = "overloaded"
+            message = f"the server is at capacity ({self.max_pending} requests in progress); retry shortly"
+            response = JSONResponse(
+                error_body("overloaded", message, retry_after=int(self.retry_after)),
+                status_code=503,
+                headers={"Retry-After": self.retry_after},
+            )
+            await response(scope, receive, send)
+            return
+        self.pending += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.pending -= 1
 
 
 class BodyGuardMiddleware:

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     keepalive_timeout_s: float = Field(5.0, gt=0, description="Idle keep-alive connections are closed after this.")
     max_header_bytes: int = Field(32 * 1024, ge=1024, description="Largest request head (else 431, close).")
     max_header_count: int = Field(100, ge=10, description="Most header fields in a request (else 431, close).")
+    max_pending_requests: int = Field(
+        32, ge=1, description="Requests per worker, running or queued, beyond which new ones get 503 at once."
+    )
     log_format: Literal["json", "text"] = "json"
     log_level: str = Field("INFO", pattern=r"(?i)^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
     admin_token: SecretStr | None = Field(None, description="Bearer token of POST /admin/reload; unset = disabled.")
