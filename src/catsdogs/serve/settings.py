@@ -35,6 +35,12 @@ class Settings(BaseSettings):
     max_pending_requests: int = Field(
         32, ge=1, description="Requests per worker, running or queued, beyond which new ones get 503 at once."
     )
+    max_lossless_pixels: int = Field(
+        16_000_000, gt=0, description="Pixel cap of formats decoded in full (PNG, BMP, GIF, WebP, TIFF); JPEG: above."
+    )
+    decode_memory_mb: int = Field(
+        256, ge=16, description="Per-worker budget of decode memory: larger bursts of images wait their turn."
+    )
     log_format: Literal["json", "text"] = "json"
     log_level: str = Field("INFO", pattern=r"(?i)^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
     admin_token: SecretStr | None = Field(None, description="Bearer token of POST /admin/reload; unset = disabled.")

@@ -12,6 +12,7 @@ from typing import Literal
 import anyio
 
 from catsdogs.predictor import ModelLoadError, PredictionResult, Predictor
+from catsdogs.serve.decode import DecodeBudget, MiB, screen
 from catsdogs.serve.metrics import Metrics
 from catsdogs.serve.settings import Settings
 
@@ -36,6 +37,10 @@ class ServiceState:
     reason: str = "the model is loading"
     limiter: anyio.CapacityLimiter | None = None
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # replaced in the lifespan's event loop
+    decode_budget: DecodeBudget = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.decode_budget = DecodeBudget(self.settings.decode_memory_mb * MiB)
 
     @property
     def ready(self) -> bool:
@@ -90,4 +95,13 @@ class ServiceState:
 
     async def infer(self, predictor: Predictor, images: list[bytes]) -> list[PredictionResult]:
         """Decode + one model run in a worker thread; the limiter bounds how many run at once."""
-        return await anyio.to_thread.run_sync(predictor.predict_bytes, images, limiter=self.limiter)
+        return await anyio.to_thread.run_sync(self._infer, predictor, images, limiter=self.limiter)
+
+    def _infer(self, predictor: Predictor, images: list[bytes]) -> list[PredictionResult]:
+        """Blocking: refuse what costs too much to decode, wait for decode memory, then predict."""
+        s = self.settings
+        cost, refused = screen(images, predictor.image_size, s.max_lossless_pixels, s.max_image_pixels)
+        to_run = [data for i, data in enumerate(images) if i not in refused]
+        with self.decode_budget.hold(cost):
+            ran = iter(predictor.predict_bytes(to_run) if to_run else [])
+        return [refused[i] if i in refused else next(ran) for i in range(len(images))]
