@@ -30,6 +30,7 @@ from catsdogs.serve.middleware import (
 )
 from catsdogs.serve.routes import admin, health, info, metrics, predict
 from catsdogs.serve.settings import Settings
+from catsdogs.serve.shutdown import install_drain_handler
 from catsdogs.serve.state import ServiceState
 
 log = logging.getLogger("catsdogs.serve")
@@ -79,9 +80,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     # Load in the background: /health answers at once, /ready says 503 until the model is loaded and warm.
     loader = asyncio.create_task(state.load_initial())
+    restore_sigterm = install_drain_handler(state.begin_drain, settings.drain_delay_s)
     try:
         yield
     finally:
+        restore_sigterm()
         loader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await loader
@@ -123,5 +126,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         exempt=NEVER_SHED,
     )
     route_templates = RouteTemplates(templates, mounts=["/static"])
-    app.add_middleware(RequestContextMiddleware, metrics=app.state.service.metrics, routes=route_templates)
+    app.add_middleware(
+        RequestContextMiddleware,
+        metrics=app.state.service.metrics,
+        routes=route_templates,
+        draining=lambda: app.state.service.draining,
+    )
     return app

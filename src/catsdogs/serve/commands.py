@@ -94,7 +94,7 @@ def serve(
         access_log=False,  # replaced by our structured access log
         log_config=uvicorn_log_config(settings.log_format, settings.log_level),
         server_header=False,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,  # type: ignore[arg-type]  # after the drain delay
     )
 
 

@@ -55,10 +55,13 @@ class RouteTemplates:
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics, routes: RouteTemplates):
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, routes: RouteTemplates, draining: Callable[[], bool] = lambda: False
+    ):
         self.app = app
         self.metrics = metrics
         self.routes = routes
+        self.draining = draining  # True once SIGTERM arrived: clients are asked to leave keep-alive connections
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -80,9 +83,9 @@ class RequestContextMiddleware:
                 status, started = message["status"], True
                 headers = MutableHeaders(scope=message)
                 headers["X-Request-ID"] = request_id
-                if status >= 500 and status != 503:
-                    # The server drops the connection after an unhandled error: say so, so that the
-                    # client does not send its next request into a closing socket.
+                if (status >= 500 and status != 503) or self.draining():
+                    # The server drops the connection after an unhandled error (and soon, when draining):
+                    # say so, so that the client does not send its next request into a closing socket.
                     headers["Connection"] = "close"
             await send(message)
 

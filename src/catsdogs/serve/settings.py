@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     decode_memory_mb: int = Field(
         256, ge=16, description="Per-worker budget of decode memory: larger bursts of images wait their turn."
     )
+    drain_delay_s: float = Field(
+        5.0, ge=0, description="After SIGTERM: serve on (with /ready 503) this long before closing the listener."
+    )
+    shutdown_timeout_s: float = Field(15.0, gt=0, description="Then: the longest wait for requests in flight.")
     log_format: Literal["json", "text"] = "json"
     log_level: str = Field("INFO", pattern=r"(?i)^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
     admin_token: SecretStr | None = Field(None, description="Bearer token of POST /admin/reload; unset = disabled.")

@@ -18,7 +18,7 @@ from catsdogs.serve.settings import Settings
 
 log = logging.getLogger("catsdogs.serve")
 
-Status = Literal["loading", "warming", "ready", "failed", "draining"]
+Status = Literal["loading", "warming", "ready", "failed"]
 # Absolute filesystem paths (and file URIs): never shown to unauthenticated clients.
 _PATH = re.compile(r"(?:file://)?(?<![\w.])/(?:[^\s:'\"/]+/)*[^\s:'\",;)]*")
 
@@ -38,6 +38,10 @@ class ServiceState:
     limiter: anyio.CapacityLimiter | None = None
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # replaced in the lifespan's event loop
     decode_budget: DecodeBudget = field(init=False)
+    draining: bool = False  # SIGTERM received: /ready says 503 while requests are still served
+
+    def begin_drain(self) -> None:
+        self.draining = True
 
     def __post_init__(self) -> None:
         self.decode_budget = DecodeBudget(self.settings.decode_memory_mb * MiB)
