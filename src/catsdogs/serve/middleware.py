@@ -96,7 +96,8 @@ class RequestContextMiddleware:
             # The app's error handler has logged it and sent the 500 already: re-raising would make the
             # server log it a second time. Only an error before any response is logged (once) here.
             if not started:
-                access_log.exception("unhandled error before a response on %s %s", scope["method"], scope["path"])
+                access_log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+                state["error_code"] = "internal_error"
                 await _send_500(send_with_id)
         finally:
             self.metrics.in_progress.dec()

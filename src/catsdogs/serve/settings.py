@@ -18,6 +18,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CATSDOGS_", extra="ignore", protected_namespaces=())
 
     model_path: str = Field(str(MODELS_DIR), description="Bundle directory or MLflow URI models:/name@alias.")
+    wait_for_model: bool = Field(
+        False, description="Start without the model and retry loading it until it appears (else: fail fast)."
+    )
     backend: Literal["auto", "onnx", "onnx-int8"] = Field("auto", description="auto = the bundle's default_backend.")
     host: str = "0.0.0.0"
     port: int = Field(8000, ge=1, le=65535)

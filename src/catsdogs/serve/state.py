@@ -86,12 +86,20 @@ class ServiceState:
         self.metrics.set_model(predictor.version, predictor.backend)
         return predictor, (time.perf_counter() - start) * 1000.0
 
-    async def load_initial(self) -> None:
-        try:
-            predictor, ms = await self.load()
-        except ModelLoadError as exc:  # surfaces in /ready and /health; must not kill the event loop
-            log.error("model load failed: %s", exc)
-            return
+    async def load_initial(self, retry_every_s: float = 2.0) -> None:
+        while True:
+            try:
+                predictor, ms = await self.load()
+                break
+            except ModelLoadError as exc:  # surfaces in /ready and /health; must not kill the event loop
+                if not self.settings.wait_for_model:
+                    log.error("model load failed: %s", exc)
+                    return
+                # Waiting for a model that is still being copied: loading, not failed (liveness stays 200).
+                if not self.reason.startswith("waiting"):  # log the first miss, not every retry
+                    log.info("waiting for the model: %s", exc)
+                self.status, self.reason = "loading", f"waiting for the model: {public_message(str(exc))}"
+                await asyncio.sleep(retry_every_s)
         log.info(
             "model ready",
             extra={"model_version": predictor.version, "backend": predictor.backend, "load_time_ms": round(ms, 1)},
