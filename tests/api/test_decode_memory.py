@@ -80,7 +80,7 @@ def _peak_rss_mb(pid: int) -> float:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, tiny_bundle: Path) -> Iterator[ServerProcess]:
     saved = os.environ.pop("GLIBC_TUNABLES", None)  # the container does not set it: measure as it runs
-    env = {"CATSDOGS_INFERENCE_THREADS": "1"}
+    env = {"CATSDOGS_INFERENCE_THREADS": "1", "CATSDOGS_DRAIN_DELAY_S": "0.2"}
     try:
         proc = ServerProcess(tmp_path_factory.mktemp("decode"), tiny_bundle, env=env)
     finally:

@@ -22,6 +22,7 @@ LIMITS = {
     "CATSDOGS_KEEPALIVE_TIMEOUT_S": "1",
     "CATSDOGS_MAX_HEADER_BYTES": "16384",
     "CATSDOGS_MAX_HEADER_COUNT": "50",
+    "CATSDOGS_DRAIN_DELAY_S": "0.2",  # no load balancer to wait for: stop quickly
 }
 
 
