@@ -191,66 +191,125 @@ def rss_mb(pid: int) -> float:
     return total / 1024
 
 
-async def open_loop(url: str, images: list[tuple[str, bytes]], rate: float, seconds: float, pid: int) -> dict:
+def raw_request(port: int, name: str, data: bytes) -> bytes:
+    """A complete POST /predict (multipart) as bytes: the open-loop client only writes it, cheaply."""
+    boundary = "benchboundary7d1f"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> tuple[int, bool]:
+    """Send one request, read its response: (status, server keeps the connection open)."""
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").lower().split("\r\n")
+    status = int(lines[0].split()[1])
+    length = next(int(v) for k, _, v in (h.partition(": ") for h in lines[1:]) if k == "content-length")
+    await reader.readexactly(length)
+    return status, "connection: close" not in lines
+
+
+async def open_loop(port: int, images: list[tuple[str, bytes]], rate: float, seconds: float, pid: int) -> dict:
     """Requests sent at a fixed ``rate`` whatever the answers (open loop), for ``seconds``.
 
-    Latency counts from the scheduled send time, so client-side queueing is not hidden. At most 2,000
-    requests are outstanding (bounded client memory); later ones are counted as ``client_dropped``.
+    A lean raw-socket client (keep-alive connections reused from a pool), so that the client is not the
+    bottleneck; latency counts from the scheduled send time, so client-side lag is not hidden either.
+    At most 2,000 requests are outstanding; later ones are counted as ``client_dropped``.
     """
+    requests = [raw_request(port, name, data) for name, data in images]
     statuses: dict[str, int] = {}
     accepted: list[float] = []
     peak_rss = rss_mb(pid)
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
     outstanding = 0
-    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
 
-        async def one(i: int, scheduled: float) -> None:
-            nonlocal outstanding
-            name, data = images[i % len(images)]
-            try:
-                r = await client.post("/predict", files={"file": (name, data, "image/jpeg")})
-                key = str(r.status_code)
-                if r.status_code == 200:
-                    accepted.append((time.perf_counter() - scheduled) * 1000)
-            except httpx.HTTPError as exc:
-                key = type(exc).__name__
-            statuses[key] = statuses.get(key, 0) + 1
-            outstanding -= 1
+    async def one(i: int, scheduled: float) -> None:
+        nonlocal outstanding
+        reused = bool(idle)
+        conn = idle.pop() if idle else await asyncio.open_connection("127.0.0.1", port)
+        try:
+            status, keep = await _exchange(*conn, requests[i % len(requests)])
+            key = str(status)
+            if status == 200:
+                accepted.append((time.perf_counter() - scheduled) * 1000)
+            if keep:
+                idle.append(conn)
+            else:
+                conn[1].close()
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            key = f"{type(exc).__name__} ({'reused' if reused else 'new'} connection)"
+            conn[1].close()
+        statuses[key] = statuses.get(key, 0) + 1
+        outstanding -= 1
 
-        tasks = set()
-        start = time.perf_counter()
-        n = int(rate * seconds)
-        for i in range(n):
-            scheduled = start + i / rate
-            await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
-            if i % max(1, int(rate / 2)) == 0:
-                peak_rss = max(peak_rss, rss_mb(pid))
-            if outstanding >= 2000:
-                statuses["client_dropped"] = statuses.get("client_dropped", 0) + 1
-                continue
-            outstanding += 1
-            task = asyncio.create_task(one(i, scheduled))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        await asyncio.gather(*tasks)
-        peak_rss = max(peak_rss, rss_mb(pid))
+    tasks = set()
+    start = time.perf_counter()
+    for i in range(int(rate * seconds)):
+        scheduled = start + i / rate
+        await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
+        if i % max(1, int(rate / 2)) == 0:
+            peak_rss = max(peak_rss, rss_mb(pid))
+        if outstanding >= 2000:
+            statuses["client_dropped"] = statuses.get("client_dropped", 0) + 1
+            continue
+        outstanding += 1
+        task = asyncio.create_task(one(i, scheduled))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    await asyncio.gather(*tasks)
+    for _, writer in idle:
+        writer.close()
+    peak_rss = max(peak_rss, rss_mb(pid))
     lat = sorted(accepted)
     return {
-        "offered_rps": rate,
+        "offered_rps": round(rate, 1),
         "seconds": seconds,
         "statuses": statuses,
-        "accepted_rps": len(lat) / seconds,
-        "accepted_p50_ms": percentile(lat, 50),
-        "accepted_p99_ms": percentile(lat, 99),
+        "accepted_rps": round(len(lat) / seconds, 1),
+        "accepted_p50_ms": round(percentile(lat, 50), 1),
+        "accepted_p99_ms": round(percentile(lat, 99), 1),
         "peak_rss_mb": round(peak_rss, 1),
     }
 
 
+async def closed_loop(port: int, images: list[tuple[str, bytes]], concurrency: int, seconds: float) -> float:
+    """Capacity: req/s of ``concurrency`` raw keep-alive connections, each sending as soon as answered."""
+    requests = [raw_request(port, name, data) for name, data in images]
+    done = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def worker(k: int) -> None:
+        nonlocal done
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        i = k
+        while time.perf_counter() < stop_at:
+            status, _ = await _exchange(reader, writer, requests[i % len(requests)])
+            done += status == 200
+            i += concurrency
+        writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(k) for k in range(concurrency)))
+    return done / (time.perf_counter() - start)
+
+
 def overload(url: str, pid: int, images: list[tuple[str, bytes]], args: argparse.Namespace) -> dict:
-    """Capacity (closed loop, c=16, 10 s), then 2x that capacity offered open-loop for ``--overload`` s."""
-    capacity = asyncio.run(drive(url, images, 16, 100_000, 10.0)).rps
-    print(f"  capacity (closed loop c=16, 10 s): {capacity:.1f} req/s", flush=True)
-    result = asyncio.run(open_loop(url, images, 2 * capacity, args.overload, pid))
+    """Capacity (closed loop, c=8, 15 s), then 2x that capacity offered open-loop for ``--overload`` s."""
+    port = int(url.rsplit(":", 1)[1])
+    capacity = asyncio.run(closed_loop(port, images, 8, 15.0))
+    print(f"  capacity (closed loop c=8, 15 s): {capacity:.1f} req/s", flush=True)
+    result = asyncio.run(open_loop(port, images, 2 * capacity, args.overload, pid))
     result["capacity_rps"] = capacity
     print(f"  open loop at 2x capacity: {json.dumps(result)}", flush=True)
     return result

@@ -69,3 +69,35 @@ def _pending(client: TestClient) -> int:
             return int(app.pending)
         app = getattr(app, "app", None)
     raise AssertionError("no AdmissionMiddleware in the stack")
+
+
+def test_a_request_that_waits_too_long_for_the_model_is_shed(make_client: ClientFactory) -> None:
+    # 64 threads per run: the limiter has the minimum of 2 inference slots, whatever the machine.
+    client = make_client(max_queue_wait_s=0.3, inference_threads=64)
+    predictor = client.app.state.service.predictor  # type: ignore[attr-defined]
+    gate = threading.Event()
+    predictor.session = RunSpy(predictor.session, gate)
+    image = encode(solid(RED), "PNG")
+    results: list[httpx.Response] = []
+
+    def post() -> None:
+        results.append(client.post("/predict", files={"file": ("a.png", image, "image/png")}))
+
+    held = [threading.Thread(target=post) for _ in range(2)]
+    try:
+        for t in held:
+            t.start()
+        limiter = client.app.state.service.limiter  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 20
+        while limiter.borrowed_tokens < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert limiter.borrowed_tokens == 2  # both slots taken by requests held in the model
+        waited = client.post("/predict", files={"file": ("a.png", image, "image/png")})
+        assert waited.status_code == 503 and "overloaded" in waited.text
+        assert waited.headers["retry-after"] == "1"
+        assert _shed_total(client) == 1
+    finally:
+        gate.set()
+        for t in held:
+            t.join(20)
+    assert [r.status_code for r in results] == [200, 200]

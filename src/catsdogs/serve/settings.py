@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     max_pending_requests: int = Field(
         32, ge=1, description="Requests per worker, running or queued, beyond which new ones get 503 at once."
     )
+    max_queue_wait_s: float = Field(
+        0.5, gt=0, description="Longest wait for an inference slot; beyond it the request is shed (503)."
+    )
     max_lossless_pixels: int = Field(
         16_000_000, gt=0, description="Pixel cap of formats decoded in full (PNG, BMP, GIF, WebP, TIFF); JPEG: above."
     )

@@ -13,6 +13,7 @@ import anyio
 
 from catsdogs.predictor import ModelLoadError, PredictionResult, Predictor
 from catsdogs.serve.decode import DecodeBudget, MiB, screen
+from catsdogs.serve.errors import APIError
 from catsdogs.serve.metrics import Metrics
 from catsdogs.serve.settings import Settings
 
@@ -106,8 +107,31 @@ class ServiceState:
         )
 
     async def infer(self, predictor: Predictor, images: list[bytes]) -> list[PredictionResult]:
-        """Decode + one model run in a worker thread; the limiter bounds how many run at once."""
-        return await anyio.to_thread.run_sync(self._infer, predictor, images, limiter=self.limiter)
+        """Decode + one model run in a worker thread; the limiter bounds how many run at once.
+
+        A request that waits longer than ``max_queue_wait_s`` for a slot is shed (503): under overload the
+        accepted requests keep a bounded latency instead of all of them getting slower together.
+        """
+        limiter = self.limiter
+        if limiter is None:  # not started by the lifespan (direct use): no queue to bound
+            return await anyio.to_thread.run_sync(self._infer, predictor, images)
+        acquired = False
+        with anyio.move_on_after(self.settings.max_queue_wait_s):
+            await limiter.acquire()
+            acquired = True  # no await in between: a timeout cannot strike after the slot was taken
+        if not acquired:
+            self.metrics.requests_shed.inc()
+            wait = self.settings.max_queue_wait_s
+            raise APIError(
+                503,
+                "overloaded",
+                f"the server is at capacity: no inference slot within {wait:g} s; retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        try:
+            return await anyio.to_thread.run_sync(self._infer, predictor, images)
+        finally:
+            limiter.release()
 
     def _infer(self, predictor: Predictor, images: list[bytes]) -> list[PredictionResult]:
         """Blocking: refuse what costs too much to decode, wait for decode memory, then predict."""
