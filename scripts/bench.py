@@ -236,6 +236,8 @@ async def open_loop(port: int, images: list[tuple[str, bytes]], rate: float, sec
 
     async def one(i: int, scheduled: float) -> None:
         nonlocal outstanding
+        while idle and idle[-1][0].at_eof():  # closed by the server while idle: a real client skips it too
+            idle.pop()[1].close()
         reused = bool(idle)
         conn = idle.pop() if idle else await asyncio.open_connection("127.0.0.1", port)
         try:
