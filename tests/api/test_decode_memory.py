@@ -15,7 +15,7 @@ from apihelpers import RED, ServerProcess, encode, solid
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from catsdogs.serve.decode import DecodeBudget, inspect
+from catsdogs.serve.decode import DecodeBudget, inspect, jpeg_size
 
 MP = 1_000_000
 
@@ -31,6 +31,17 @@ def test_a_large_jpeg_costs_its_draft_size_not_its_full_size() -> None:
     cost, problem = inspect(jpeg, target=160, max_lossless_pixels=16 * MP, max_any_pixels=40 * MP)
     assert problem is None
     assert cost <= 4000 * 3000 * 8 // 16  # decoded at 1/8 or 1/4 scale
+
+
+def test_jpeg_size_reads_the_frame_header_like_pillow(uploads_dir: Path) -> None:
+    for path in sorted(uploads_dir.iterdir())[:20]:
+        data = path.read_bytes()
+        with Image.open(io.BytesIO(data)) as img:
+            assert jpeg_size(data) == img.size, path.name
+    progressive = encode(solid(RED, (321, 123)), "JPEG", progressive=True)
+    assert jpeg_size(progressive) == (321, 123)
+    for junk in (b"", b"\xff\xd8", b"\xff\xd8\xff\xe0\x00", encode(solid(RED), "PNG")):
+        assert jpeg_size(junk) is None
 
 
 def test_a_large_png_is_refused_from_its_header() -> None:

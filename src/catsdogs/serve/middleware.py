@@ -26,6 +26,7 @@ from catsdogs.serve.logging import request_id_var
 from catsdogs.serve.metrics import Metrics
 
 access_log = logging.getLogger("catsdogs.access")
+log = logging.getLogger("catsdogs.serve")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -96,7 +97,7 @@ class RequestContextMiddleware:
             # The app's error handler has logged it and sent the 500 already: re-raising would make the
             # server log it a second time. Only an error before any response is logged (once) here.
             if not started:
-                access_log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+                log.exception("unhandled error on %s %s", scope["method"], scope["path"])
                 state["error_code"] = "internal_error"
                 await _send_500(send_with_id)
         finally:
