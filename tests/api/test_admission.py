@@ -23,7 +23,7 @@ def _shed_total(client: TestClient) -> float:
 
 
 def test_requests_beyond_the_bound_get_503_with_retry_after(make_client: ClientFactory) -> None:
-    client = make_client(max_pending_requests=2)
+    client = make_client(max_pending_requests=2, max_queue_wait_s=30)
     predictor = client.app.state.service.predictor  # type: ignore[attr-defined]
     gate = threading.Event()
     spy = RunSpy(predictor.session, gate)

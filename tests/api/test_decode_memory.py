@@ -91,7 +91,8 @@ def _peak_rss_mb(pid: int) -> float:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, tiny_bundle: Path) -> Iterator[ServerProcess]:
     saved = os.environ.pop("GLIBC_TUNABLES", None)  # the container does not set it: measure as it runs
-    env = {"CATSDOGS_INFERENCE_THREADS": "1", "CATSDOGS_DRAIN_DELAY_S": "0.2"}
+    # A generous queue wait: on a busy CI machine the burst must not be shed (this test is about memory).
+    env = {"CATSDOGS_INFERENCE_THREADS": "1", "CATSDOGS_DRAIN_DELAY_S": "0.2", "CATSDOGS_MAX_QUEUE_WAIT_S": "60"}
     try:
         proc = ServerProcess(tmp_path_factory.mktemp("decode"), tiny_bundle, env=env)
     finally:

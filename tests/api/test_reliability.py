@@ -23,6 +23,7 @@ LIMITS = {
     "CATSDOGS_MAX_HEADER_BYTES": "16384",
     "CATSDOGS_MAX_HEADER_COUNT": "50",
     "CATSDOGS_DRAIN_DELAY_S": "0.2",  # no load balancer to wait for: stop quickly
+    "CATSDOGS_MAX_QUEUE_WAIT_S": "30",  # a busy CI machine must not shed here
 }
 
 
@@ -97,11 +98,20 @@ def test_slowloris_connections_are_closed_within_the_header_timeout(server: Serv
     assert len(results) == 20
     for elapsed, answer in results:
         assert elapsed < 30, "a slowloris connection was held as long as it kept sending"
+        # The 408 may be lost: closing a socket with unread bytes makes the kernel send a reset.
         assert answer == b"" or _status(answer) == 408
-    assert any(answer for _, answer in results)  # the server says why, where the socket allows it
     with _connect(server) as sock:  # and it still serves everyone else
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert _status(_read_until_closed(sock)) == 200
+
+
+def test_headers_that_stop_halfway_get_408(server: ServerProcess) -> None:
+    with _connect(server) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Half: ")
+        start = time.monotonic()
+        answer = _read_until_closed(sock)
+    assert _status(answer) == 408 and b"header_timeout" in answer
+    assert time.monotonic() - start < 19  # the server closed it, not our socket timeout
 
 
 def test_body_shorter_than_its_content_length_gets_408(server: ServerProcess) -> None:
