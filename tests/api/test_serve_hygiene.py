@@ -92,3 +92,32 @@ def test_wait_for_model_serves_not_ready_until_the_bundle_appears(
     assert client.get("/health").status_code == 200  # waiting is not failing: no restart loop
     shutil.copytree(tiny_bundle, target)
     wait_ready(client, timeout=20)
+
+
+def test_a_client_that_disconnects_is_logged_as_499_without_a_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+
+    from starlette.requests import ClientDisconnect
+
+    from catsdogs.serve.metrics import Metrics
+    from catsdogs.serve.middleware import RequestContextMiddleware, RouteTemplates
+
+    async def app(scope: dict, receive: object, send: object) -> None:
+        raise ClientDisconnect()
+
+    metrics = Metrics()
+    middleware = RequestContextMiddleware(app, metrics=metrics, routes=RouteTemplates(["/predict"], mounts=[]))
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/predict", "headers": []}
+    with caplog.at_level(logging.INFO):
+        asyncio.run(middleware(scope, None, send))  # type: ignore[arg-type]
+    assert sent == []  # nobody to answer
+    assert not any(r.exc_info for r in caplog.records)
+    access = [r for r in caplog.records if r.name == "catsdogs.access"]
+    assert access[0].status == 499 and access[0].error == "client_disconnected"  # type: ignore[attr-defined]
+    labels = {"method": "POST", "route": "/predict", "status": "499"}
+    assert metrics.registry.get_sample_value("http_requests_total", labels) == 1

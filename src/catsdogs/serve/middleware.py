@@ -17,6 +17,7 @@ from typing import Any
 
 from fastapi.routing import APIRoute
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -93,6 +94,10 @@ class RequestContextMiddleware:
         self.metrics.in_progress.inc()
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            # The client went away mid-upload: nobody to answer, nothing broken (nginx's 499).
+            status = 499 if not started else status
+            state["error_code"] = "client_disconnected"
         except Exception:
             # The app's error handler has logged it and sent the 500 already: re-raising would make the
             # server log it a second time. Only an error before any response is logged (once) here.
