@@ -7,6 +7,7 @@ the servers are always stopped.
 
     python scripts/bench.py                       # shipped model, ../shared/data/uploads
     python scripts/bench.py --model DIR --images DIR --requests 300 --json reports/bench.json
+    python scripts/bench.py --overload 60         # 2x capacity, open loop: shedding, p99, RSS
 """
 
 from __future__ import annotations
@@ -176,6 +177,146 @@ def bench_server(
     return result
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process and its direct children (the workers), in MB, from /proc."""
+    total = 0
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue
+        ppid = next((line.split()[1] for line in text.splitlines() if line.startswith("PPid:")), "")
+        if status.parent.name == str(pid) or ppid == str(pid):
+            total += next((int(line.split()[1]) for line in text.splitlines() if line.startswith("VmRSS:")), 0)
+    return total / 1024
+
+
+def raw_request(port: int, name: str, data: bytes) -> bytes:
+    """A complete POST /predict (multipart) as bytes: the open-loop client only writes it, cheaply."""
+    boundary = "benchboundary7d1f"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> tuple[int, bool]:
+    """Send one request, read its response: (status, server keeps the connection open)."""
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").lower().split("\r\n")
+    status = int(lines[0].split()[1])
+    length = next(int(v) for k, _, v in (h.partition(": ") for h in lines[1:]) if k == "content-length")
+    await reader.readexactly(length)
+    return status, "connection: close" not in lines
+
+
+async def open_loop(port: int, images: list[tuple[str, bytes]], rate: float, seconds: float, pid: int) -> dict:
+    """Requests sent at a fixed ``rate`` whatever the answers (open loop), for ``seconds``.
+
+    A lean raw-socket client (keep-alive connections reused from a pool), so that the client is not the
+    bottleneck; latency counts from the scheduled send time, so client-side lag is not hidden either.
+    At most 2,000 requests are outstanding; later ones are counted as ``client_dropped``.
+    """
+    requests = [raw_request(port, name, data) for name, data in images]
+    statuses: dict[str, int] = {}
+    accepted: list[float] = []
+    peak_rss = rss_mb(pid)
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    outstanding = 0
+
+    async def one(i: int, scheduled: float) -> None:
+        nonlocal outstanding
+        while idle and idle[-1][0].at_eof():  # closed by the server while idle: a real client skips it too
+            idle.pop()[1].close()
+        reused = bool(idle)
+        conn = idle.pop() if idle else await asyncio.open_connection("127.0.0.1", port)
+        try:
+            status, keep = await _exchange(*conn, requests[i % len(requests)])
+            key = str(status)
+            if status == 200:
+                accepted.append((time.perf_counter() - scheduled) * 1000)
+            if keep:
+                idle.append(conn)
+            else:
+                conn[1].close()
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            key = f"{type(exc).__name__} ({'reused' if reused else 'new'} connection)"
+            conn[1].close()
+        statuses[key] = statuses.get(key, 0) + 1
+        outstanding -= 1
+
+    tasks = set()
+    start = time.perf_counter()
+    for i in range(int(rate * seconds)):
+        scheduled = start + i / rate
+        await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
+        if i % max(1, int(rate / 2)) == 0:
+            peak_rss = max(peak_rss, rss_mb(pid))
+        if outstanding >= 2000:
+            statuses["client_dropped"] = statuses.get("client_dropped", 0) + 1
+            continue
+        outstanding += 1
+        task = asyncio.create_task(one(i, scheduled))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    await asyncio.gather(*tasks)
+    for _, writer in idle:
+        writer.close()
+    peak_rss = max(peak_rss, rss_mb(pid))
+    lat = sorted(accepted)
+    return {
+        "offered_rps": round(rate, 1),
+        "seconds": seconds,
+        "statuses": statuses,
+        "accepted_rps": round(len(lat) / seconds, 1),
+        "accepted_p50_ms": round(percentile(lat, 50), 1),
+        "accepted_p99_ms": round(percentile(lat, 99), 1),
+        "peak_rss_mb": round(peak_rss, 1),
+    }
+
+
+async def closed_loop(port: int, images: list[tuple[str, bytes]], concurrency: int, seconds: float) -> float:
+    """Capacity: req/s of ``concurrency`` raw keep-alive connections, each sending as soon as answered."""
+    requests = [raw_request(port, name, data) for name, data in images]
+    done = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def worker(k: int) -> None:
+        nonlocal done
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        i = k
+        while time.perf_counter() < stop_at:
+            status, _ = await _exchange(reader, writer, requests[i % len(requests)])
+            done += status == 200
+            i += concurrency
+        writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(k) for k in range(concurrency)))
+    return done / (time.perf_counter() - start)
+
+
+def overload(url: str, pid: int, images: list[tuple[str, bytes]], args: argparse.Namespace) -> dict:
+    """Capacity (closed loop, c=8, 15 s), then 2x that capacity offered open-loop for ``--overload`` s."""
+    port = int(url.rsplit(":", 1)[1])
+    capacity = asyncio.run(closed_loop(port, images, 8, 15.0))
+    print(f"  capacity (closed loop c=8, 15 s): {capacity:.1f} req/s", flush=True)
+    result = asyncio.run(open_loop(port, images, 2 * capacity, args.overload, pid))
+    result["capacity_rps"] = capacity
+    print(f"  open loop at 2x capacity: {json.dumps(result)}", flush=True)
+    return result
+
+
 def load_images(folder: Path) -> list[tuple[str, bytes]]:
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
@@ -234,6 +375,13 @@ def main() -> None:
         help="seed: SimpleCNN at 224 px as the seed served it (default); same: the bundle's model in PyTorch eager",
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--overload",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="instead: measure capacity, then offer 2x it open-loop for SECONDS (admission control check)",
+    )
     args = parser.parse_args()
 
     images = load_images(args.images)
@@ -253,6 +401,12 @@ def main() -> None:
     cmd += ["--workers", str(args.workers), "--backend", args.backend]
     with running(cmd, url, "/ready", env) as proc:
         info = httpx.get(url + "/model").json()
+        if args.overload:
+            result = overload(url, proc.pid, images, args)
+            if args.json:
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                args.json.write_text(json.dumps(result, indent=2) + "\n")
+            return
         ours = bench_server(f"catsdogs ({info['backend']}, {info['threads']} thr)", url, proc.pid, images, args)
 
     base = None

@@ -75,6 +75,7 @@ API_METRICS = {
     "http_request_duration_seconds_count",
     "http_requests_in_progress",
     "model_info",
+    "catsdogs_requests_shed_total",
 }
 # Exported by kube-state-metrics only, which needs a cluster: checked by the promtool unit tests instead.
 KUBE_STATE_METRICS = {

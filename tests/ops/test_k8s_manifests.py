@@ -298,3 +298,17 @@ def test_scrape_jobs_discover_the_deployed_namespaces(
     assert [(sd["role"], sd["namespaces"]["names"]) for sd in sds] == [(role, [namespace])]
     namespaces = {d["metadata"]["name"] for d in api + mon if d["kind"] == "Namespace"}
     assert namespace in namespaces
+
+
+def test_api_shutdown_fits_in_the_grace_period(api: list[dict[str, Any]]) -> None:
+    """preStop sleep + drain delay + in-flight timeout end before the kubelet's SIGKILL."""
+    dep = find(api, "Deployment", "catsdogs-api")
+    c = container(dep, "api")
+    command = c["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0].startswith("/opt/venv/bin/python")  # the image has no shell or sleep binary to rely on
+    pre_stop = float(command[-1].rsplit("sleep(", 1)[1].rstrip(")"))
+    cm = find(api, "ConfigMap", c["envFrom"][0]["configMapRef"]["name"])
+    settings = Settings(**{k.removeprefix("CATSDOGS_").lower(): v for k, v in cm["data"].items()})
+    needed = pre_stop + settings.drain_delay_s + settings.shutdown_timeout_s
+    grace = dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert pre_stop > 0 and needed + 3 <= grace, (pre_stop, settings.drain_delay_s, settings.shutdown_timeout_s, grace)

@@ -144,10 +144,13 @@ def stack(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory,
             "api", [CATSDOGS, "serve", "--host", "127.0.0.1", "--port", ports["api"]], ports["api"], work, clean_env()
         )
         servers.append(api)
-        missing_model = work / "no-such-bundle"
+        # A bundle that fails to load (a missing one is refused by `catsdogs serve` before it starts).
+        broken_model = work / "broken-bundle"
+        broken_model.mkdir()
+        (broken_model / "model.json").write_text("{}")
         broken = start_server(
             "broken-api",
-            [CATSDOGS, "serve", "--host", "127.0.0.1", "--port", ports["broken"], "--model", missing_model],
+            [CATSDOGS, "serve", "--host", "127.0.0.1", "--port", ports["broken"], "--model", broken_model],
             ports["broken"],
             work,
             clean_env(),

@@ -22,9 +22,15 @@ from catsdogs.predictor import available_cpus
 from catsdogs.serve.errors import install_error_handlers
 from catsdogs.serve.logging import configure_logging
 from catsdogs.serve.metrics import Metrics
-from catsdogs.serve.middleware import BodyLimitMiddleware, RequestContextMiddleware, RouteTemplates
+from catsdogs.serve.middleware import (
+    AdmissionMiddleware,
+    BodyGuardMiddleware,
+    RequestContextMiddleware,
+    RouteTemplates,
+)
 from catsdogs.serve.routes import admin, docs, health, info, metrics, predict
 from catsdogs.serve.settings import Settings
+from catsdogs.serve.shutdown import install_drain_handler
 from catsdogs.serve.state import ServiceState
 
 log = logging.getLogger("catsdogs.serve")
@@ -49,6 +55,10 @@ class OptionalStaticFiles(StaticFiles):
         await super().check_config()
 
 
+# Probes and scrapes must answer under overload: a busy pod is neither dead nor unready.
+NEVER_SHED = frozenset({"/health", "/ready", "/metrics"})
+
+
 def inference_concurrency(threads: int) -> int:
     """How many requests may decode + run at once: enough to keep every CPU busy, no more.
 
@@ -71,9 +81,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     # Load in the background: /health answers at once, /ready says 503 until the model is loaded and warm.
     loader = asyncio.create_task(state.load_initial())
+    restore_sigterm = install_drain_handler(state.begin_drain, settings.drain_delay_s)
     try:
         yield
     finally:
+        restore_sigterm()
         loader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await loader
@@ -109,8 +121,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return settings.batch_body_limit, f"at most {settings.max_batch_files} {per_file}"
         return settings.body_limit, per_file
 
-    # Added last = outermost: the request context sees (and logs) the body limit's 413s.
-    app.add_middleware(BodyLimitMiddleware, limit_for=body_limit)
+    # Added last = outermost: the request context sees (and logs) the body guard's and the shedder's answers.
+    app.add_middleware(BodyGuardMiddleware, limit_for=body_limit, timeout=settings.body_timeout_s)
+    app.add_middleware(
+        AdmissionMiddleware,
+        metrics=app.state.service.metrics,
+        max_pending=settings.max_pending_requests,
+        exempt=NEVER_SHED,
+    )
     route_templates = RouteTemplates(templates, mounts=["/static"])
-    app.add_middleware(RequestContextMiddleware, metrics=app.state.service.metrics, routes=route_templates)
+    app.add_middleware(
+        RequestContextMiddleware,
+        metrics=app.state.service.metrics,
+        routes=route_templates,
+        draining=lambda: app.state.service.draining,
+    )
     return app

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import atexit
 import csv
+import errno
 import json
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NoReturn
 
 import typer
 
@@ -51,12 +53,51 @@ def setup_multiprocess_dir(workers: int) -> Path | None:
     return path
 
 
+def _fail(message: str) -> NoReturn:
+    """The CLI's answer to a mistake: one line on stderr, exit status 2, no traceback."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail with one line if the port is taken (uvicorn would log a bind traceback and exit 1)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is not "in use"
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                _fail(
+                    f"port {port} on {host} is already in use: pick another with --port N (or PORT=N / CATSDOGS_PORT=N)"
+                )
+            _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+
+
+def check_model_present(model_path: str) -> None:
+    """Fail fast on a bundle directory that is not there, rather than serve 'not ready' for ever."""
+    if model_path.startswith("models:/"):
+        return  # resolved from the registry by the server
+    if not (Path(model_path) / "model.json").is_file():
+        _fail(
+            f"no model bundle at {model_path} (expected a directory with model.json): check --model, "
+            "or pass --wait-for-model if it is still being written"
+        )
+
+
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to bind (default 0.0.0.0, CATSDOGS_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8000, CATSDOGS_PORT).")] = None,
     model: ModelOpt = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes (default 1, CATSDOGS_WORKERS).")] = None,
     backend: BackendOpt = None,
+    wait_for_model: Annotated[
+        bool,
+        typer.Option(
+            "--wait-for-model",
+            help="Start even if the model is not there yet; /ready is 503 until it appears (CATSDOGS_WAIT_FOR_MODEL).",
+        ),
+    ] = False,
 ) -> None:
     """Serve the model over HTTP: API, web page at /ui, docs at /docs, metrics at /metrics."""
     from pydantic import ValidationError
@@ -66,14 +107,18 @@ def serve(
     # Workers are fresh processes that build their own Settings: pass the options through the environment.
     overrides = {"HOST": host, "PORT": port, "WORKERS": workers, "BACKEND": backend}
     overrides["MODEL_PATH"] = _normalise_model(model) if model else None
+    overrides["WAIT_FOR_MODEL"] = "true" if wait_for_model else None
     for key, value in overrides.items():
         if value is not None:
             os.environ[f"CATSDOGS_{key}"] = str(value)
     try:
         settings = Settings()
     except ValidationError as exc:
-        typer.secho(f"error: invalid setting: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from exc
+        errors = "; ".join(f"CATSDOGS_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+        _fail(f"invalid setting: {errors}")
+    if not settings.wait_for_model:
+        check_model_present(settings.model_path)
+    check_port_free(settings.host, settings.port)
     setup_multiprocess_dir(settings.workers)
 
     import uvicorn
@@ -88,11 +133,13 @@ def serve(
         port=settings.port,
         workers=settings.workers,
         loop="auto",  # uvloop when installed (uvicorn[standard])
-        http="auto",  # httptools when installed
+        # httptools plus a header deadline, header size and count limits (docs/serving.md)
+        http="catsdogs.serve.protocol:HardenedHttpToolsProtocol",
+        timeout_keep_alive=settings.keepalive_timeout_s,  # type: ignore[arg-type]  # a float works
         access_log=False,  # replaced by our structured access log
         log_config=uvicorn_log_config(settings.log_format, settings.log_level),
         server_header=False,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,  # type: ignore[arg-type]  # after the drain delay
     )
 
 

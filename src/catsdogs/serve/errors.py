@@ -163,8 +163,10 @@ ERROR_DESCRIPTIONS = {
     413: "Too large: the request body, the upload, the image's pixel count, or the number of files.",
     415: "The request's Content-Type cannot be read here (the upload routes take multipart/form-data).",
     422: "FastAPI's validation error: a required field (e.g. the multipart field `file`) is missing or invalid.",
-    503: "Not available: `not_ready` = the model is loading or failed to load (retry after `Retry-After` "
-    "seconds); `ui_not_available` = the web page is not installed.",
+    408: "The request body did not arrive within the body timeout.",
+    431: "The request headers are too large or too many.",
+    503: "Not available: `not_ready` = the model is loading or failed to load; `overloaded` = this worker's "
+    "queue is full (load shedding); retry after `Retry-After` seconds. `ui_not_available` = no web page.",
 }
 
 ERROR_CATALOG: dict[int, list[tuple[str, str]]] = {
@@ -188,8 +190,14 @@ ERROR_CATALOG: dict[int, list[tuple[str, str]]] = {
         ("too_many_files", "20 files sent; at most 16 per request"),
     ],
     415: [("unsupported_media_type", "send the request as multipart/form-data, not application/json")],
+    408: [("body_timeout", "the request body did not arrive within 10 s")],
+    431: [
+        ("headers_too_large", "the request headers are larger than 16384 bytes"),
+        ("too_many_headers", "more than 100 request headers"),
+    ],
     503: [
         ("not_ready", "the model is loading"),
+        ("overloaded", "the server is at capacity; retry after 1 s"),
         ("ui_not_available", "the web page is not installed"),
     ],
 }

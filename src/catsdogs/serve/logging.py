@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any
@@ -49,17 +50,36 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str, ensure_ascii=False)
 
 
+# C0 and C1 control characters (newline, carriage return, ESC of ANSI sequences, ...) and the Unicode
+# line separators: a request path may carry any of them (%0a, %1b), and one must not forge a log line.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escape_control(text: str) -> str:
+    """``text`` with every control character written as an escape (``\\n``, ``\\x1b``): one line, no ANSI."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 class TextFormatter(logging.Formatter):
-    """``2025-01-01 12:00:00 INFO catsdogs.access: request method=POST route=/predict status=200 ...``"""
+    """``2025-01-01 12:00:00 INFO catsdogs.access: request method=POST route=/predict status=200 ...``
+
+    One record is one line: control characters in the message and the fields are escaped. A traceback
+    follows on lines indented by two spaces, so that no line of it can pass for a record of its own.
+    """
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%Y-%m-%d %H:%M:%S")
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        record.message = escape_control(record.getMessage())
+        record.asctime = self.formatTime(record, self.datefmt)
+        line = self.formatMessage(record)
         fields = _extra_fields(record)
         if fields:
-            line += " " + " ".join(f"{k}={v}" for k, v in fields.items())
+            line += " " + " ".join(f"{escape_control(str(k))}={escape_control(str(v))}" for k, v in fields.items())
+        if record.exc_info:
+            trace = self.formatException(record.exc_info)
+            line += "".join("\n  " + escape_control(t) for t in trace.splitlines())
         return line
 
 

@@ -96,6 +96,11 @@ class Metrics:
         self.in_progress = Gauge(
             "http_requests_in_progress", "HTTP requests being served.", registry=r, multiprocess_mode="livesum"
         )
+        self.requests_shed = Counter(
+            "catsdogs_requests_shed",
+            "Requests answered 503 at once by admission control (the worker was at capacity).",
+            registry=r,
+        )
         # livemax: one series per (version, backend) across workers, and a dead worker's model drops out.
         self.model_info = Gauge(
             "model_info",

@@ -1,11 +1,13 @@
 """Pure ASGI middleware (cheaper than BaseHTTPMiddleware, and it can see the raw body stream).
 
 ``RequestContextMiddleware`` (outermost): request id, access log, HTTP metrics.
-``BodyLimitMiddleware``: refuses oversized bodies while streaming, before they are in memory.
+``AdmissionMiddleware``: sheds load (503 + Retry-After) beyond a bounded number of requests per worker.
+``BodyGuardMiddleware``: refuses oversized (413) and stalled (408) bodies while they stream in.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -15,6 +17,7 @@ from typing import Any
 
 from fastapi.routing import APIRoute
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -24,6 +27,7 @@ from catsdogs.serve.logging import request_id_var
 from catsdogs.serve.metrics import Metrics
 
 access_log = logging.getLogger("catsdogs.access")
+log = logging.getLogger("catsdogs.serve")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -53,10 +57,13 @@ class RouteTemplates:
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics, routes: RouteTemplates):
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, routes: RouteTemplates, draining: Callable[[], bool] = lambda: False
+    ):
         self.app = app
         self.metrics = metrics
         self.routes = routes
+        self.draining = draining  # True once SIGTERM arrived: clients are asked to leave keep-alive connections
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -70,16 +77,34 @@ class RequestContextMiddleware:
         status = 500
         start = time.perf_counter()
 
+        started = False
+
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
-                MutableHeaders(scope=message)["X-Request-ID"] = request_id
+                status, started = message["status"], True
+                headers = MutableHeaders(scope=message)
+                headers["X-Request-ID"] = request_id
+                if (status >= 500 and status != 503) or self.draining():
+                    # The server drops the connection after an unhandled error (and soon, when draining):
+                    # say so, so that the client does not send its next request into a closing socket.
+                    headers["Connection"] = "close"
             await send(message)
 
         self.metrics.in_progress.inc()
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            # The client went away mid-upload: nobody to answer, nothing broken (nginx's 499).
+            status = 499 if not started else status
+            state["error_code"] = "client_disconnected"
+        except Exception:
+            # The app's error handler has logged it and sent the 500 already: re-raising would make the
+            # server log it a second time. Only an error before any response is logged (once) here.
+            if not started:
+                log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+                state["error_code"] = "internal_error"
+                await _send_500(send_with_id)
         finally:
             self.metrics.in_progress.dec()
             elapsed = time.perf_counter() - start
@@ -108,16 +133,65 @@ class RequestContextMiddleware:
             request_id_var.reset(token)
 
 
-class BodyLimitMiddleware:
-    """413 for bodies above the route's limit: at once on Content-Length, else as soon as the count passes it.
+async def _send_500(send: Send) -> None:
+    response = JSONResponse(error_body("internal_error", "internal server error"), status_code=500)
+    await send({"type": "http.response.start", "status": 500, "headers": response.raw_headers})
+    await send({"type": "http.response.body", "body": response.body})
 
-    The app never sees a body that declares too much, and a chunked upload is cut off after ``limit``
-    bytes, so a 60 MB upload costs at most the limit in memory, never the whole upload.
+
+class AdmissionMiddleware:
+    """Admission control: at most ``max_pending`` requests in this worker (running + waiting for the model).
+
+    Beyond it a request is answered 503 at once, with ``Retry-After``, instead of joining a queue that
+    only grows: the accepted ones keep their latency and a caller learns at once to retry (or go to
+    another replica). Probes and metrics are never shed: an overloaded pod is busy, not dead or unready.
     """
 
-    def __init__(self, app: ASGIApp, limit_for: Callable[[str], tuple[int, str]]):
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, max_pending: int, exempt: frozenset[str], retry_after_s: int = 1
+    ):
+        self.app = app
+        self.metrics = metrics
+        self.max_pending = max_pending
+        self.exempt = exempt
+        self.retry_after = str(retry_after_s)
+        self.pending = 0  # one event loop per worker: no lock needed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.exempt:
+            await self.app(scope, receive, send)
+            return
+        if self.pending >= self.max_pending:
+            self.metrics.requests_shed.inc()
+            scope.setdefault("state", {})["error_code"] = "overloaded"
+            message = f"the server is at capacity ({self.max_pending} requests in progress); retry shortly"
+            response = JSONResponse(
+                error_body("overloaded", message, retry_after=int(self.retry_after)),
+                status_code=503,
+                headers={"Retry-After": self.retry_after},
+            )
+            await response(scope, receive, send)
+            return
+        self.pending += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.pending -= 1
+
+
+class BodyGuardMiddleware:
+    """Guards the request body while it streams in, before it is in memory.
+
+    * 413 for bodies above the route's limit: at once on Content-Length, else as soon as the count passes
+      it, so a 60 MB upload costs at most the limit in memory, never the whole upload;
+    * 408 when the next piece of the body does not arrive within ``timeout`` seconds (a body shorter than
+      its Content-Length would otherwise hold the request, and its admission slot, for ever).
+    """
+
+    def __init__(self, app: ASGIApp, limit_for: Callable[[str], tuple[int, str]], timeout: float = 15.0):
         self.app = app
         self.limit_for = limit_for  # path -> (body limit in bytes, what is allowed, for the message)
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
@@ -135,18 +209,28 @@ class BodyLimitMiddleware:
             await response(scope, receive, send)
             return
         received = 0
+        timeout = self.timeout
 
-        async def limited_receive() -> Message:
+        async def guarded_receive() -> Message:
             nonlocal received
-            message = await receive()
+            try:
+                async with asyncio.timeout(timeout):
+                    message = await receive()
+            except TimeoutError:
+                # An HTTPException passes through FastAPI's body parsing to our error handler.
+                raise APIError(
+                    408,
+                    "body_timeout",
+                    f"the request body stalled: no data for {timeout:g} s",
+                    headers={"Connection": "close"},
+                ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    # An HTTPException passes through FastAPI's body parsing to our error handler.
                     raise APIError(413, "too_large", too_large_message(None, allowed), headers={"Connection": "close"})
             return message
 
-        await self.app(scope, limited_receive, send)
+        await self.app(scope, guarded_receive, send)
 
 
 def too_large_message(size: int | None, allowed: str) -> str:

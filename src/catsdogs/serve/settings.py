@@ -30,6 +30,9 @@ class Settings(BaseSettings):
         description="Bundle directory or MLflow URI models:/name@alias.",
         validation_alias=_env("MODEL_PATH"),
     )
+    wait_for_model: bool = Field(
+        False, description="Start without the model and retry loading it until it appears (else: fail fast)."
+    )
     backend: Literal["auto", "onnx", "onnx-int8"] = Field("auto", description="auto = the bundle's default_backend.")
     host: str = Field("0.0.0.0", validation_alias=_env("HOST"))
     port: int = Field(8000, ge=1, le=65535, validation_alias=_env("PORT"))
@@ -38,6 +41,28 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(10 * MiB, gt=0, description="Largest accepted image file (bytes).")
     max_batch_files: int = Field(16, ge=1, le=256)
     max_image_pixels: int = Field(40_000_000, gt=0, description="Decoded width x height above which a file is refused.")
+    # Connection limits (docs/serving.md): slow or oversized requests must not hold a worker's connections.
+    header_timeout_s: float = Field(10.0, gt=0, description="Deadline for a request's headers (else 408, close).")
+    body_timeout_s: float = Field(15.0, gt=0, description="Longest wait for the next piece of a body (else 408).")
+    keepalive_timeout_s: float = Field(5.0, gt=0, description="Idle keep-alive connections are closed after this.")
+    max_header_bytes: int = Field(32 * 1024, ge=1024, description="Largest request head (else 431, close).")
+    max_header_count: int = Field(100, ge=10, description="Most header fields in a request (else 431, close).")
+    max_pending_requests: int = Field(
+        32, ge=1, description="Requests per worker, running or queued, beyond which new ones get 503 at once."
+    )
+    max_queue_wait_s: float = Field(
+        0.5, gt=0, description="Longest wait for an inference slot; beyond it the request is shed (503)."
+    )
+    max_lossless_pixels: int = Field(
+        16_000_000, gt=0, description="Pixel cap of formats decoded in full (PNG, BMP, GIF, WebP, TIFF); JPEG: above."
+    )
+    decode_memory_mb: int = Field(
+        256, ge=16, description="Per-worker budget of decode memory: larger bursts of images wait their turn."
+    )
+    drain_delay_s: float = Field(
+        5.0, ge=0, description="After SIGTERM: serve on (with /ready 503) this long before closing the listener."
+    )
+    shutdown_timeout_s: float = Field(15.0, gt=0, description="Then: the longest wait for requests in flight.")
     log_format: Literal["json", "text"] = "json"
     log_level: str = Field("INFO", pattern=r"(?i)^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
     admin_token: SecretStr | None = Field(None, description="Bearer token of POST /admin/reload; unset = disabled.")

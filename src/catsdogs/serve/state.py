@@ -4,19 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Literal
 
 import anyio
 
-from catsdogs.predictor import PredictionResult, Predictor
+from catsdogs.predictor import ModelLoadError, PredictionResult, Predictor
+from catsdogs.serve.decode import DecodeBudget, MiB, screen
+from catsdogs.serve.errors import APIError
 from catsdogs.serve.metrics import Metrics
 from catsdogs.serve.settings import Settings
 
 log = logging.getLogger("catsdogs.serve")
 
 Status = Literal["loading", "warming", "ready", "failed"]
+# Absolute filesystem paths (and file URIs): never shown to unauthenticated clients.
+_PATH = re.compile(r"(?:file://)?(?<![\w.])/(?:[^\s:'\"/]+/)*[^\s:'\",;)]*")
+
+
+def public_message(text: str) -> str:
+    """``text`` with internal filesystem paths replaced by ``<path>`` (for /ready, /health and 4xx bodies)."""
+    return _PATH.sub("<path>", text)
 
 
 @dataclass
@@ -28,6 +38,14 @@ class ServiceState:
     reason: str = "the model is loading"
     limiter: anyio.CapacityLimiter | None = None
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # replaced in the lifespan's event loop
+    decode_budget: DecodeBudget = field(init=False)
+    draining: bool = False  # SIGTERM received: /ready says 503 while requests are still served
+
+    def begin_drain(self) -> None:
+        self.draining = True
+
+    def __post_init__(self) -> None:
+        self.decode_budget = DecodeBudget(self.settings.decode_memory_mb * MiB)
 
     @property
     def ready(self) -> bool:
@@ -41,35 +59,85 @@ class ServiceState:
         )
         if self.predictor is None:  # first load: /ready tells the loading and warming phases apart
             self.status, self.reason = "warming", "the model is warming up"
-        predictor.warmup(batch_sizes=(1, s.max_batch_files))
+        try:
+            predictor.warmup(batch_sizes=(1, s.max_batch_files))
+        except Exception as exc:  # onnxruntime's own errors: a bundle that fails warm-up is a bad bundle
+            raise ModelLoadError(f"the model failed its warm-up run: {exc}") from exc
         return predictor
+
+    def _load_failed(self, exc: ModelLoadError) -> None:
+        if self.predictor is None:  # nothing to fall back on
+            self.status, self.reason = "failed", f"the model failed to load: {public_message(str(exc))}"
 
     async def load(self, model_path: str | None = None) -> tuple[Predictor, float]:
         """Load + warm a predictor off the event loop, then swap it in. Requests in flight keep the old one."""
         start = time.perf_counter()
         try:
             predictor = await anyio.to_thread.run_sync(self._load, model_path or self.settings.model_path)
-        except Exception as exc:
-            if self.predictor is None:  # nothing to fall back on
-                self.status, self.reason = "failed", f"the model failed to load: {exc}"
+        except ModelLoadError as exc:
+            self._load_failed(exc)
             raise
+        except Exception as exc:  # e.g. a model.json field of the wrong type: still a bad bundle, not a 500
+            error = ModelLoadError(f"the model cannot be loaded: {exc!r}")
+            self._load_failed(error)
+            raise error from exc
         # The swap is a single reference assignment: a request holds whichever predictor it started with.
         self.predictor = predictor
         self.status, self.reason = "ready", ""
         self.metrics.set_model(predictor.version, predictor.backend)
         return predictor, (time.perf_counter() - start) * 1000.0
 
-    async def load_initial(self) -> None:
-        try:
-            predictor, ms = await self.load()
-        except Exception as exc:  # any load failure must surface in /ready and /health, not kill the loop
-            log.error("model load failed: %s", exc, exc_info=not isinstance(exc, ValueError | RuntimeError))
-            return
+    async def load_initial(self, retry_every_s: float = 2.0) -> None:
+        while True:
+            try:
+                predictor, ms = await self.load()
+                break
+            except ModelLoadError as exc:  # surfaces in /ready and /health; must not kill the event loop
+                if not self.settings.wait_for_model:
+                    log.error("model load failed: %s", exc)
+                    return
+                # Waiting for a model that is still being copied: loading, not failed (liveness stays 200).
+                if not self.reason.startswith("waiting"):  # log the first miss, not every retry
+                    log.info("waiting for the model: %s", exc)
+                self.status, self.reason = "loading", f"waiting for the model: {public_message(str(exc))}"
+                await asyncio.sleep(retry_every_s)
         log.info(
             "model ready",
             extra={"model_version": predictor.version, "backend": predictor.backend, "load_time_ms": round(ms, 1)},
         )
 
     async def infer(self, predictor: Predictor, images: list[bytes]) -> list[PredictionResult]:
-        """Decode + one model run in a worker thread; the limiter bounds how many run at once."""
-        return await anyio.to_thread.run_sync(predictor.predict_bytes, images, limiter=self.limiter)
+        """Decode + one model run in a worker thread; the limiter bounds how many run at once.
+
+        A request that waits longer than ``max_queue_wait_s`` for a slot is shed (503): under overload the
+        accepted requests keep a bounded latency instead of all of them getting slower together.
+        """
+        limiter = self.limiter
+        if limiter is None:  # not started by the lifespan (direct use): no queue to bound
+            return await anyio.to_thread.run_sync(self._infer, predictor, images)
+        acquired = False
+        with anyio.move_on_after(self.settings.max_queue_wait_s):
+            await limiter.acquire()
+            acquired = True  # no await in between: a timeout cannot strike after the slot was taken
+        if not acquired:
+            self.metrics.requests_shed.inc()
+            wait = self.settings.max_queue_wait_s
+            raise APIError(
+                503,
+                "overloaded",
+                f"the server is at capacity: no inference slot within {wait:g} s; retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        try:
+            return await anyio.to_thread.run_sync(self._infer, predictor, images)
+        finally:
+            limiter.release()
+
+    def _infer(self, predictor: Predictor, images: list[bytes]) -> list[PredictionResult]:
+        """Blocking: refuse what costs too much to decode, wait for decode memory, then predict."""
+        s = self.settings
+        cost, refused = screen(images, predictor.image_size, s.max_lossless_pixels, s.max_image_pixels)
+        to_run = [data for i, data in enumerate(images) if i not in refused]
+        with self.decode_budget.hold(cost):
+            ran = iter(predictor.predict_bytes(to_run) if to_run else [])
+        return [refused[i] if i in refused else next(ran) for i in range(len(images))]

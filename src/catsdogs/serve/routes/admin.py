@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Request
+from pydantic import ValidationError
 
 from catsdogs.predictor import ModelLoadError
 from catsdogs.serve.dependencies import AdminDep, StateDep
@@ -19,22 +19,49 @@ RELOAD_ERRORS = {"model_load_failed", "unauthorized", "forbidden", "not_found", 
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminDep])
 
+# The body is parsed by hand, after the token check (FastAPI parses a declared body before the
+# dependencies run, so a stranger could probe the parser); it is documented here instead.
+_BODY_DOC = {
+    "requestBody": {
+        "required": False,
+        "content": {"application/json": {"schema": ReloadRequest.model_json_schema()}},
+    }
+}
+
+
+async def _reload_request(request: Request) -> ReloadRequest | None:
+    raw = await request.body()
+    if not raw.strip():
+        return None
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        sent = content_type or "no content type"
+        raise APIError(415, "unsupported_media_type", f"send the reload request as application/json, not {sent}")
+    try:
+        return ReloadRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
+        raise APIError(422, "invalid_request", f"invalid reload request: {problems}") from exc
+
 
 @router.post(
     "/reload",
     response_model=ReloadResponse,
     summary="Reload the model (e.g. after the registry alias moved) without dropping requests",
     responses=responses(400, 401, 403, 404, 413, 415, 422, only=RELOAD_ERRORS),
+    openapi_extra=_BODY_DOC,
 )
-async def reload(state: StateDep, body: Annotated[ReloadRequest | None, Body()] = None) -> ReloadResponse:
-    """Loads and warms the new model fully, then swaps the reference; requests in flight finish on the old one.
-    On failure the current model keeps serving."""
+async def reload(state: StateDep, request: Request) -> ReloadResponse:
+    """Loads, validates and warms the new model fully, then swaps the reference; requests in flight finish
+    on the old one. On failure (400 with the reason) the current model keeps serving."""
+    body = await _reload_request(request)
     target = (body.model_path if body else None) or state.settings.model_path
     async with state.reload_lock:
         previous = state.predictor.version if state.predictor else None
         try:
             predictor, ms = await state.load(target)
         except ModelLoadError as exc:
+            log.warning("model reload failed: %s", exc)
             raise APIError(400, "model_load_failed", f"cannot load the requested model: {exc}") from exc
     log.info("model reloaded", extra={"model_version": predictor.version, "previous_version": previous})
     return ReloadResponse(

@@ -62,6 +62,8 @@ async def health(state: StateDep) -> HealthResponse | JSONResponse:
 )
 async def ready(state: StateDep) -> ReadyResponse | JSONResponse:
     predictor = state.predictor
+    if state.draining:  # first step of a graceful shutdown: the load balancer stops sending traffic
+        return JSONResponse({"status": "not ready", "reason": "the server is shutting down"}, status_code=503)
     if not state.ready or predictor is None:
         return JSONResponse(_not_ready(state.reason), status_code=503)
     return ReadyResponse(
