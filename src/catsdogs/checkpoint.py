@@ -42,6 +42,7 @@ class Checkpoint:
     git_commit: str  # commit of the code that trained the model
     data_hash: str  # sha256 of the prepared manifest it was trained on
     state: TrainState
+    tuned_blocks: int = 0
     optimizer_state: dict[str, Any] | None = None
     scheduler_state: dict[str, Any] | None = None
     rng_state: torch.Tensor | None = None  # torch's CPU generator (dropout, augmentation) for exact resume
@@ -74,7 +75,10 @@ class Checkpoint:
         """The trained network in eval mode (no pretrained download: the weights are all here)."""
         from catsdogs.model import create_model
 
-        model = create_model(self.model_name, num_classes=len(self.preprocess["class_names"]), dropout=self.dropout)
+        n_classes = len(self.preprocess["class_names"])
+        model = create_model(
+            self.model_name, num_classes=n_classes, dropout=self.dropout, tuned_blocks=self.tuned_blocks
+        )
         model.load_state_dict(self.model_state)
         return model.eval()
 

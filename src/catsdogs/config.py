@@ -31,6 +31,7 @@ class ModelParams(_Strict):
     image_size: int = Field(128, ge=32, le=512)
     dropout: float = Field(0.2, ge=0, lt=1)
     pretrained: bool = False  # start from ImageNet weights (models that have them)
+    tuned_blocks: int = Field(0, ge=0, le=16)  # pretrained: top blocks fine-tuned in a copy (0: linear probe)
 
     @field_validator("name")
     @classmethod
@@ -46,11 +47,10 @@ class ModelParams(_Strict):
 
 
 class TrainParams(_Strict):
-    # full: train every weight on augmented images. cached_features: freeze a pretrained network but
-    # its top `trainable_blocks` blocks, run the frozen part once per image (and its mirror image)
-    # and train the top + head on that cache (0 blocks: a linear probe on the pooled features).
+    # full: train every weight on augmented images. cached_features: freeze a pretrained network's trunk,
+    # run it once per image (and its mirror image) and train its tuned top (model.tuned_blocks) + head
+    # on that cache (0 tuned blocks: a linear probe on the pooled features).
     recipe: Literal["full", "cached_features"] = "full"
-    trainable_blocks: int = Field(0, ge=0, le=16)
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(64, ge=2)
     lr: float = Field(0.003, gt=0)

@@ -38,7 +38,7 @@ def with_tta(model: nn.Module, tta: str | None) -> nn.Module:
 
 
 def has_pet_score(model: nn.Module) -> bool:
-    return hasattr(model, "pet_score") and hasattr(model, "features")
+    return hasattr(model, "logits_and_pet_score")
 
 
 class ServingModel(nn.Module):
@@ -60,14 +60,12 @@ class ServingModel(nn.Module):
         n = x.shape[0]
         if self.flip:
             x = torch.cat([x, torch.flip(x, dims=[3])], dim=0)  # (2N, 3, S, S)
-        feats = self.model.features(x) if self.pet else None  # (N', F)
-        logits = self.model.classify(feats) if feats is not None else self.model(x)  # (N', C)
+        logits, pet = self.model.logits_and_pet_score(x) if self.pet else (self.model(x), None)  # (N', C), (N',)
         if self.flip:
             logits = (logits[:n] + logits[n:]) / 2  # (N, C)
         logits = logits / self.temperature
-        if feats is None:
+        if pet is None:
             return logits
-        pet = self.model.pet_score(feats)  # (N',)
         if self.flip:
             pet = (pet[:n] + pet[n:]) / 2  # (N,)
         return logits, pet

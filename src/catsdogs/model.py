@@ -21,6 +21,7 @@ class ModelConfig:
     name: str = "simple_cnn"
     num_classes: int = 2
     dropout: float = 0.5
+    tuned_blocks: int = 0  # pretrained models: top blocks the classifier fine-tunes (a copy; the original stays)
 
 
 def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
@@ -176,53 +177,82 @@ class MBConv(nn.Module):
 
 
 class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 (4.7 M parameters) with two heads on the same pooled features.
+    """EfficientNet-Lite0 (4.7 M parameters) with two paths that share the frozen lower blocks.
 
-    ``head`` is the cat/dog classifier we train. ``_fc`` is the untouched ImageNet-1k head: its total
-    probability on cat and dog classes is the "is this a cat or a dog at all" score (``pet_score``).
+    * The ImageNet path (``_blocks``, ``_conv_head``, ``_fc``: the released weights, never trained) gives
+      the pet score: the ImageNet head's total probability on cat and dog classes ("is this a pet at all").
+    * The classifier path fine-tunes a copy of the top ``tuned_blocks`` blocks and the head conv
+      (``tuned``), so training never changes what the ImageNet head sees. With 0 tuned blocks both
+      paths share the pooled features and only ``head`` trains (a linear probe).
     """
 
     def __init__(self, cfg: ModelConfig = ModelConfig()):
         super().__init__()
         self._conv_stem, self._bn0 = same_conv_bn(3, 32, 3, stride=2)
-        blocks = []
-        for repeats, k, stride, expand, c_in, c_out in LITE0_STAGES:
-            for i in range(repeats):
-                blocks.append(MBConv(c_in if i == 0 else c_out, c_out, k, stride if i == 0 else 1, expand))
-        self._blocks = nn.ModuleList(blocks)
+        self._blocks = nn.ModuleList(lite0_blocks())
         self._conv_head, self._bn1 = same_conv_bn(320, LITE0_FEATURES, 1)
         self._fc = nn.Linear(LITE0_FEATURES, 1000)
+        self.split = len(self._blocks) - cfg.tuned_blocks  # first block of the tuned copy
+        self.tuned = TunedTop(lite0_blocks()[self.split :]) if cfg.tuned_blocks else None
         self.dropout = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(LITE0_FEATURES, cfg.num_classes)
         pets = torch.zeros(1000)
         pets[list(IMAGENET_CAT_CLASSES + IMAGENET_DOG_CLASSES)] = 1.0
         self.register_buffer("pet_classes", pets, persistent=False)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        # x: (N, 3, H, W), normalised with mean = std = 0.5
-        return self.pooled(self.blocks(self.stem(x), 0))  # (N, 1280)
-
     def stem(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu6(self._bn0(self._conv_stem(x)))  # (N, 32, H/2, W/2)
 
-    def blocks(self, x: torch.Tensor, start: int, stop: int | None = None) -> torch.Tensor:
-        for block in self._blocks[start:stop]:
-            x = block(x)  # ... (N, 320, H/32, W/32) after the last one
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """The lower blocks both paths share: (N, 3, H, W) -> (N, C, h, w) at block ``split``."""
+        x = self.stem(x)
+        for block in self._blocks[: self.split]:
+            x = block(x)
         return x
 
-    def pooled(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu6(self._bn1(self._conv_head(x)))  # (N, 1280, H/32, W/32)
-        return x.mean(dim=(2, 3))  # (N, 1280)
+    def imagenet_features(self, a: torch.Tensor) -> torch.Tensor:
+        for block in self._blocks[self.split :]:
+            a = block(a)  # (N, 320, H/32, W/32) after the last block
+        return F.relu6(self._bn1(self._conv_head(a))).mean(dim=(2, 3))  # (N, 1280)
+
+    def classifier_features(self, a: torch.Tensor) -> torch.Tensor:
+        return self.tuned(a) if self.tuned is not None else self.imagenet_features(a)  # (N, 1280)
 
     def classify(self, feats: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(feats))  # (N, num_classes) logits
 
-    def pet_score(self, feats: torch.Tensor) -> torch.Tensor:
-        imagenet = torch.softmax(self._fc(feats).float(), dim=1)  # (N, 1000)
+    def pet_score(self, imagenet_feats: torch.Tensor) -> torch.Tensor:
+        imagenet = torch.softmax(self._fc(imagenet_feats).float(), dim=1)  # (N, 1000)
         return imagenet @ self.pet_classes  # (N,) in [0, 1]
 
+    def logits_and_pet_score(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a = self.trunk(x)
+        imagenet = self.imagenet_features(a)
+        feats = self.tuned(a) if self.tuned is not None else imagenet
+        return self.classify(feats), self.pet_score(imagenet)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classify(self.features(x))  # (N, num_classes) logits
+        return self.classify(self.classifier_features(self.trunk(x)))  # (N, num_classes) logits
+
+
+def lite0_blocks() -> list[MBConv]:
+    blocks = []
+    for repeats, k, stride, expand, c_in, c_out in LITE0_STAGES:
+        for i in range(repeats):
+            blocks.append(MBConv(c_in if i == 0 else c_out, c_out, k, stride if i == 0 else 1, expand))
+    return blocks
+
+
+class TunedTop(nn.Module):
+    """A trainable copy of Lite0's top blocks and head conv: (N, C, h, w) -> pooled (N, 1280)."""
+
+    def __init__(self, blocks: list[MBConv]):
+        super().__init__()
+        self.blocks = nn.Sequential(*blocks)
+        self.conv_head, self.bn = same_conv_bn(320, LITE0_FEATURES, 1)
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        return F.relu6(self.bn(self.conv_head(self.blocks(a)))).mean(dim=(2, 3))  # (N, 1280)
 
 
 def load_imagenet_weights(model: EfficientNetLite0) -> None:
@@ -231,9 +261,14 @@ def load_imagenet_weights(model: EfficientNetLite0) -> None:
 
     state = torch.load(lite0_checkpoint(), map_location="cpu", weights_only=True)
     missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("head.")]
+    missing = [k for k in missing if not k.startswith(("head.", "tuned."))]
     if missing or unexpected:
         raise RuntimeError(f"checkpoint does not match EfficientNetLite0: missing {missing}, unexpected {unexpected}")
+    if model.tuned is not None:  # the fine-tuned copy starts from the pretrained top
+        for copy, original in zip(model.tuned.blocks, model._blocks[model.split :], strict=True):
+            copy.load_state_dict(original.state_dict())
+        model.tuned.conv_head.load_state_dict(model._conv_head.state_dict())
+        model.tuned.bn.load_state_dict(model._bn1.state_dict())
 
 
 MODELS: dict[str, Callable[[ModelConfig], nn.Module]] = {
@@ -246,12 +281,19 @@ PRETRAINED_NORMALIZATION = {"efficientnet_lite0": ((0.5, 0.5, 0.5), (0.5, 0.5, 0
 
 
 def create_model(
-    name: str = "simple_cnn", *, num_classes: int = 2, dropout: float = 0.5, pretrained: bool = False
+    name: str = "simple_cnn",
+    *,
+    num_classes: int = 2,
+    dropout: float = 0.5,
+    pretrained: bool = False,
+    tuned_blocks: int = 0,
 ) -> nn.Module:
     """A model from the registry; ``pretrained`` loads ImageNet weights where the model has them."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
-    model = MODELS[name](ModelConfig(name=name, num_classes=num_classes, dropout=dropout))
+    if tuned_blocks and name not in PRETRAINED_NORMALIZATION:
+        raise ValueError(f"tuned_blocks applies to pretrained models, not {name!r}")
+    model = MODELS[name](ModelConfig(name=name, num_classes=num_classes, dropout=dropout, tuned_blocks=tuned_blocks))
     if pretrained and isinstance(model, EfficientNetLite0):
         load_imagenet_weights(model)
     return model

@@ -3,7 +3,7 @@
 Two recipes (``train.recipe``):
 
 * ``full``: every weight learns from augmented images (the from-scratch CNNs, or full fine-tuning).
-* ``cached_features``: a pretrained network stays frozen but for its top ``trainable_blocks`` blocks;
+* ``cached_features``: a pretrained network stays frozen but for its top ``model.tuned_blocks`` blocks;
   the frozen part runs once per image (and its mirror image) and the top trains on that cache, so an
   epoch costs a fraction of a full forward/backward pass (0 blocks: a linear probe).
 
@@ -196,20 +196,15 @@ def full_job(model: nn.Module, splits: dict[str, SplitData], cfg: PreprocessConf
 
 
 class CachedTop(nn.Module):
-    """The trainable top of a pretrained network, fed with the cached output of its frozen part.
+    """The trainable top of a pretrained network, fed with the cached output of its frozen trunk."""
 
-    ``start`` is the first trainable block; ``None`` means only the head trains (on pooled features).
-    """
-
-    def __init__(self, model: nn.Module, start: int | None):
+    def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
-        self.start = start
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
-        if self.start is None:
-            return self.model.classify(a)  # a: (N, F) pooled features
-        return self.model.classify(self.model.pooled(self.model.blocks(a, self.start)))  # a: (N, C, h, w)
+        # a: (N, C, h, w) trunk output for a tuned top, or (N, F) pooled features for a linear probe
+        return self.model.classify(self.model.tuned(a) if self.model.tuned is not None else a)
 
 
 def cached_features_job(
@@ -220,50 +215,41 @@ def cached_features_job(
     dist: Dist,
     device: torch.device,
 ) -> Job:
-    """Freeze all but the top ``trainable_blocks`` blocks (and the head); cache what the frozen part computes."""
-    if not hasattr(model, "blocks"):
-        raise ValueError(f"train.recipe cached_features needs a pretrained block network, not {params.model.name}")
-    tp = params.train
-    n_blocks = len(model._blocks)
-    start = None if tp.trainable_blocks == 0 else n_blocks - tp.trainable_blocks
+    """Train only the tuned top (``model.tuned_blocks``) and the head, on cached outputs of the frozen trunk."""
+    if not hasattr(model, "trunk"):
+        raise ValueError(f"train.recipe cached_features needs a pretrained model, not {params.model.name}")
     for p in model.parameters():
         p.requires_grad_(False)
-    trainable = [model.head] + ([] if start is None else [*model._blocks[start:], model._conv_head, model._bn1])
-    for module in trainable:
-        module.requires_grad_(True)
+    for module in (model.head, model.tuned):
+        if module is not None:
+            module.requires_grad_(True)
+    tp = params.train
     t0 = time.perf_counter()
     flips = (False, True) if tp.augment.hflip > 0 else (False,)
-    parts = [frozen_outputs(model, splits["train"], cfg, device, dist, start, flip) for flip in flips]
+    parts = [frozen_outputs(model, splits["train"], cfg, device, dist, flip) for flip in flips]
     train = SplitData(np.concatenate(parts), np.concatenate([splits["train"].labels] * len(flips)))
-    val = SplitData(frozen_outputs(model, splits["val"], cfg, device, dist, start, False), splits["val"].labels)
+    val = SplitData(frozen_outputs(model, splits["val"], cfg, device, dist, False), splits["val"].labels)
     seconds, images = time.perf_counter() - t0, len(train.labels) + len(val.labels)
-    log.info("cached the frozen part for %d images in %.0f s (%.1f img/s)", images, seconds, images / seconds)
-    top = CachedTop(model, start)
+    log.info("cached the frozen trunk for %d images in %.0f s (%.1f img/s)", images, seconds, images / seconds)
     kw = {"rank": dist.rank, "world_size": dist.world_size}
     train_loader = ArrayLoader(train, tp.batch_size, shuffle=True, seed=tp.seed, **kw)
     val_loader = ArrayLoader(val, 512, shuffle=False, **kw)
-    return Job(top, train_loader, val_loader, FeatureBatch(), FeatureBatch(), seconds, images)
+    return Job(CachedTop(model), train_loader, val_loader, FeatureBatch(), FeatureBatch(), seconds, images)
 
 
 @torch.no_grad()
 def frozen_outputs(
-    model: nn.Module,
-    data: SplitData,
-    cfg: PreprocessConfig,
-    device: torch.device,
-    dist: Dist,
-    stop: int | None,
-    flip: bool,
+    model: nn.Module, data: SplitData, cfg: PreprocessConfig, device: torch.device, dist: Dist, flip: bool
 ) -> np.ndarray:
-    """What the frozen part outputs (float16, in the split's order): blocks up to ``stop``, or pooled features."""
+    """The frozen trunk's output (float16, in the split's order): pooled features when nothing is tuned."""
     model.eval()
     transform = create_transform(cfg)
     loader = ArrayLoader(data, 64, shuffle=False, rank=dist.rank, world_size=dist.world_size)
     shard = []
     for pixels, _ in loader:
         x = transform.batch(pixels.to(device))
-        x = model.stem(torch.flip(x, dims=[3]) if flip else x)
-        out = model.pooled(model.blocks(x, 0)) if stop is None else model.blocks(x, 0, stop)
+        a = model.trunk(torch.flip(x, dims=[3]) if flip else x)
+        out = a if model.tuned is not None else model.imagenet_features(a)
         shard.append(out.half().cpu().numpy())  # float16 halves the cache; the top trains in float32
     parts = all_gather_rows(np.concatenate(shard), dist)
     out = np.empty((len(data.labels), *parts[0].shape[1:]), np.float16)
@@ -301,8 +287,13 @@ def run_training(params: Params, *, resume: bool = False, register: bool = True)
             params, prepared_dir, PreprocessConfig(image_size=params.model.image_size), progress=dist.is_main
         )
         cfg = preprocess_config(params, splits["train"].pixels)
-        model = create_model(params.model.name, num_classes=len(CLASSES), dropout=params.model.dropout,
-                             pretrained=params.model.pretrained).to(device)  # fmt: skip
+        model = create_model(
+            params.model.name,
+            num_classes=len(CLASSES),
+            dropout=params.model.dropout,
+            pretrained=params.model.pretrained,
+            tuned_blocks=params.model.tuned_blocks,
+        ).to(device)
         if tp.recipe == "cached_features":
             job = cached_features_job(model, splits, cfg, params, dist, device)
         else:
@@ -337,6 +328,7 @@ def new_checkpoint(params: Params, model: nn.Module, cfg: PreprocessConfig, prep
     return Checkpoint(
         model_name=params.model.name,
         dropout=params.model.dropout,
+        tuned_blocks=params.model.tuned_blocks,
         model_state={},
         preprocess=cfg.to_dict(),
         params=params.model_dump(mode="json"),

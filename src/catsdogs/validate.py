@@ -90,7 +90,8 @@ def parity_check(predictor: Predictor, images: list[bytes], max_diff: float) -> 
     from catsdogs.model import create_model
 
     meta = predictor.meta
-    model = create_model(meta["architecture"], num_classes=len(predictor.class_names))
+    tuned = int(meta.get("params", {}).get("model", {}).get("tuned_blocks", 0))
+    model = create_model(meta["architecture"], num_classes=len(predictor.class_names), tuned_blocks=tuned)
     model.load_state_dict(torch.load(torch_file, map_location="cpu", weights_only=True))
     graph = serving_model(model, temperature=meta["calibration"]["temperature"], tta=meta.get("tta", "none"))
     x = np.stack([predictor.preprocess(b) for b in images])
