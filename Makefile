@@ -41,8 +41,8 @@ install-serve: $(VENV)/.serve-installed ## Install only the serving runtime (no 
 
 ##@ Data, training and experiment tracking (full environment: make init)
 .PHONY: download data-setup train evaluate export validate pipeline dvc-remote mlflow-ui mlflow-demo
-download: init ## Download the Kaggle data (needs Kaggle credentials)
-	$(BIN)/catsdogs data download
+download: init ## Download the Kaggle data (needs Kaggle credentials; DOWNLOAD_DEST=dir, default data/raw)
+	$(BIN)/catsdogs data download $(if $(DOWNLOAD_DEST),--dest $(DOWNLOAD_DEST))
 
 data-setup: init ## Validate, de-duplicate and split the raw images into a manifest
 	$(BIN)/catsdogs data prepare
@@ -60,7 +60,7 @@ validate: init ## Quality gate; on success sets the registry alias champion
 	$(BIN)/catsdogs validate
 
 pipeline: init ## Run the whole DVC pipeline (prepare -> train -> calibrate -> evaluate -> export -> robustness -> card)
-	$(BIN)/dvc repro
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 # The committed default remote is a folder beside the checkout (every clone on one machine shares it).
 # A team points its clones at shared storage once: make dvc-remote DVC_REMOTE=s3://bucket/catsdogs

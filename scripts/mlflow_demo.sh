@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# `make mlflow-demo`: a tiny but real pipeline run (train -> evaluate -> export) in the local MLflow
+# `make mlflow-demo`: a tiny but real pipeline run (train -> calibrate -> evaluate -> export) in the local MLflow
 # store, so that `make mlflow-ui` has something to show on a fresh clone: one run with parameters,
 # per-epoch metrics, plots, the serving bundle, and a registered model version (alias challenger).
 #
 # Everything else it writes (prepared data, cache, checkpoints, bundle) goes to a temporary folder:
 # data/, artifacts/, reports/ and the shipped models/ are left alone. A few minutes on a laptop CPU.
-# Needs the full environment (make init) and the images of data.source / CATSDOGS_DATA_SOURCE.
+# Needs the full environment (make init) and the images of data.source (params.yaml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,7 +32,7 @@ fi
 source_dir=$("$PY" -c 'from catsdogs.config import load_params; p = load_params(); print(p.path(p.data.source))')
 if [[ ! -d "$source_dir" ]]; then
     echo "error: no images at $source_dir; run \`catsdogs data download\` and set" \
-        "CATSDOGS_DATA_SOURCE=data/raw/dogs-vs-cats/train, or point it at a cat/dog folder" >&2
+        "data.source: data/raw/dogs-vs-cats/train in params.yaml, or point it at a cat/dog folder" >&2
     exit 2
 fi
 
@@ -57,6 +57,7 @@ mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, "mlflow.exper
 PYTHON
 
 "${catsdogs[@]}" train --params "$work/params.yaml"
+"${catsdogs[@]}" calibrate --params "$work/params.yaml" >/dev/null
 "${catsdogs[@]}" evaluate --params "$work/params.yaml" >/dev/null
 "${catsdogs[@]}" export --params "$work/params.yaml" >/dev/null
 echo "MLflow store filled: one run of experiment catsdogs, model catsdogs with alias challenger." \

@@ -7,6 +7,7 @@ and the serving image, which has no training stack, can still run ``serve``.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -324,10 +325,11 @@ def train(
         reexec_with_malloc_tunables()
         _setup_logging(verbose)
         result = run_training(p, resume=resume, register=register)
-    typer.echo(
-        f"best val_accuracy={result.best_val_accuracy:.4f} (epoch {result.best_epoch}); "
-        f"checkpoint {result.checkpoint}; mlflow run {result.run_id}"
-    )
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the job
+        typer.echo(
+            f"best val_accuracy={result.best_val_accuracy:.4f} (epoch {result.best_epoch}); "
+            f"checkpoint {result.checkpoint}; mlflow run {result.run_id}"
+        )
 
 
 @train_command

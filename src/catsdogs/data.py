@@ -266,7 +266,8 @@ def build_cache(
     if x_path.exists():
         return np.load(x_path, mmap_mode="r"), labels
     size = cfg.image_size
-    tmp = x_path.with_suffix(".tmp.npy")
+    # A temp name per process: two processes (e.g. torchrun ranks) may build the same cache at once.
+    tmp = x_path.with_name(f"{x_path.stem}.{os.getpid()}.tmp.npy")
     pixels = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(records), size, size, 3))
     jobs = [(str(source / r.path), size, cfg.interpolation) for r in records]
     with ProcessPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
@@ -279,7 +280,7 @@ def build_cache(
             pixels[i] = arr
     pixels.flush()
     del pixels
-    tmp.rename(x_path)
+    os.replace(tmp, x_path)  # atomic; identical content, so the last writer winning is harmless
     return np.load(x_path, mmap_mode="r"), labels
 
 

@@ -282,10 +282,7 @@ def run_training(params: Params, *, resume: bool = False, register: bool = True)
         bf16 = use_bf16(tp.bf16, device)
         out_dir = params.path(tp.output_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        prepared_dir = _prepared(params, out_dir, dist)
-        splits = load_splits(
-            params, prepared_dir, PreprocessConfig(image_size=params.model.image_size), progress=dist.is_main
-        )
+        prepared_dir, splits = _load_data(params, out_dir, dist)
         cfg = preprocess_config(params, splits["train"].pixels)
         model = create_model(
             params.model.name,
@@ -314,12 +311,19 @@ def run_training(params: Params, *, resume: bool = False, register: bool = True)
         shutdown_distributed(dist)
 
 
-def _prepared(params: Params, out_dir: Path, dist: Dist) -> Path:
-    # Rank 0 prepares (if needed) while the others wait, so no two processes write the same folder.
-    if dist.is_main:
+def _load_data(params: Params, out_dir: Path, dist: Dist) -> tuple[Path, dict[str, SplitData]]:
+    """The prepared split and its decoded pixels. Rank 0 prepares and decodes first while the others
+    wait, so no two processes write the same files and the others only read the cache."""
+
+    def load() -> tuple[Path, dict[str, SplitData]]:
         prepared = ensure_prepared(params, fallback_dir=out_dir / "prepared")
+        cfg = PreprocessConfig(image_size=params.model.image_size)
+        return prepared, load_splits(params, prepared, cfg, progress=dist.is_main)
+
+    if dist.is_main:
+        loaded = load()
     barrier(dist)
-    return prepared if dist.is_main else ensure_prepared(params, fallback_dir=out_dir / "prepared")
+    return loaded if dist.is_main else load()
 
 
 def new_checkpoint(params: Params, model: nn.Module, cfg: PreprocessConfig, prepared_dir: Path) -> Checkpoint:
