@@ -6,6 +6,7 @@ early-stopping comparison, device/bf16 selection, loader sharding and the checkp
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -138,9 +139,10 @@ def test_warmup_cosine_values_at_key_steps():
     assert lrs[55] == pytest.approx(0.01 + 0.99 * 0.5)  # halfway through the cosine
     assert lrs[100] == pytest.approx(0.01)  # ends at 1 % of the peak
     decay = lrs[10:]
-    assert all(a >= b for a, b in zip(decay, decay[1:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(decay))
     no_warmup = _lrs(10, 0)
-    assert no_warmup[0] == pytest.approx(1.0) and no_warmup[5] == pytest.approx(0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi / 2)))
+    assert no_warmup[0] == pytest.approx(1.0)
+    assert no_warmup[5] == pytest.approx(0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi / 2)))
 
 
 def test_build_optimizer_groups_decay_and_skips_frozen_parameters():
@@ -264,8 +266,15 @@ def _checkpoint(model: nn.Module) -> Checkpoint:
         params={"model": {"name": "simple_cnn"}},
         git_commit="abc123",
         data_hash="f" * 64,
-        state=TrainState(epoch=3, best_epoch=2, best_val_accuracy=0.75, best_val_loss=0.4, stale=1,
-                         history=[{"epoch": 1.0, "val_loss": 0.5}], run_id="run1"),  # fmt: skip
+        state=TrainState(
+            epoch=3,
+            best_epoch=2,
+            best_val_accuracy=0.75,
+            best_val_loss=0.4,
+            stale=1,
+            history=[{"epoch": 1.0, "val_loss": 0.5}],
+            run_id="run1",
+        ),
         optimizer_state={"state": {}, "param_groups": []},
         scheduler_state={"last_epoch": 3},
     )
