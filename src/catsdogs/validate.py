@@ -10,6 +10,7 @@ On success the registry alias ``champion`` moves to the local version that holds
 from __future__ import annotations
 
 import logging
+import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,7 +92,12 @@ def parity_check(predictor: Predictor, images: list[bytes], max_diff: float) -> 
 
     meta = predictor.meta
     model = create_model(meta["architecture"], num_classes=len(predictor.class_names))
-    model.load_state_dict(torch.load(torch_file, map_location="cpu", weights_only=True))
+    try:
+        model.load_state_dict(torch.load(torch_file, map_location="cpu", weights_only=True))
+    except (OSError, RuntimeError, EOFError, KeyError, ValueError, pickle.UnpicklingError) as exc:
+        # a truncated or foreign model.pt is a failed check with its reason, not a crash of the gate
+        reason = " ".join(str(exc).split())[:200]
+        return Check("onnx_parity", False, f"{torch_file.name} is not this model's weights: {reason}")
     graph = serving_model(model, temperature=meta["calibration"]["temperature"], tta=meta.get("tta", "none"))
     x = np.stack([predictor.preprocess(b) for b in images])
     with torch.no_grad():

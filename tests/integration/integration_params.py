@@ -10,9 +10,9 @@ from catsdogs.paths import PARAMS_FILE
 
 TINY = {
     "data": {"limit": 200},
-    "model": {"name": "simple_cnn", "image_size": 48},
+    "model": {"name": "simple_cnn", "image_size": 48, "pretrained": False},
     "inference": {"image_size": 56},  # served larger than trained, as the shipped model is
-    "train": {"epochs": 1, "batch_size": 32, "patience": 3},
+    "train": {"recipe": "full", "epochs": 1, "batch_size": 32, "patience": 3, "bf16": "off", "device": "cpu"},
     "export": {"calibration_images": 32},
     "gate": {"min_accuracy": 0.3, "max_latency_ms": 200.0},
 }
