@@ -31,6 +31,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _warm_cache(params) -> None:
+    """Prepare and decode once before the ranks start.
+
+    Two ranks decoding a cold cache race on one temp file (/work/notes/BUGS.md, "DDP with a cold decode
+    cache"); once data.build_cache is safe for concurrent writers, remove this call.
+    """
+    from catsdogs.data import ensure_prepared, load_splits
+    from catsdogs.transforms import PreprocessConfig
+
+    out = params.path(params.train.output_dir)
+    prepared = ensure_prepared(params, fallback_dir=out / "prepared")
+    load_splits(params, prepared, PreprocessConfig(image_size=params.model.image_size), progress=False)
+
+
 def test_torchrun_two_processes_train_one_model(kaggle_train_dir, tmp_path, monkeypatch):
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     use_mlflow_store(monkeypatch, store)
@@ -41,6 +55,7 @@ def test_torchrun_two_processes_train_one_model(kaggle_train_dir, tmp_path, monk
         model={"name": "simple_cnn", "image_size": 32, "pretrained": False},
         train={"recipe": "full", "epochs": 2, "batch_size": 16, "threads": 1, "bf16": "off", "device": "cpu"},
     )
+    _warm_cache(load_params(params_file))
     torchrun = Path(sys.executable).parent / "torchrun"
     cmd = [str(torchrun), "--standalone", "--nproc-per-node", "2", "--master-port", str(_free_port()),
            "-m", "catsdogs", "train", "--params", str(params_file), "--no-register"]  # fmt: skip
