@@ -27,15 +27,13 @@ VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging
 
 
 def _setup_logging(verbose: bool = False) -> None:
-    from rich.console import Console
     from rich.logging import RichHandler
 
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",
         datefmt="[%X]",
-        # stderr: stdout carries the commands' results (JSON, CSV) for pipes and redirects
-        handlers=[RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False)],
+        handlers=[RichHandler(show_path=False, rich_tracebacks=False)],
         force=True,
     )
     for noisy in ("alembic", "urllib3", "git", "matplotlib", "PIL"):
@@ -45,23 +43,6 @@ def _setup_logging(verbose: bool = False) -> None:
 def _fail(message: str, code: int = 2) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
-
-
-def _load_params(path: Path | None, overrides: dict | None = None):  # -> Params (config imports pydantic models)
-    """params.yaml + CLI overrides; an invalid value is one line naming the setting, exit 2 (no traceback)."""
-    import yaml
-    from pydantic import ValidationError
-
-    from catsdogs.config import load_params
-
-    try:
-        return load_params(path, overrides)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(part) for part in err["loc"]) or "params"
-        _fail(f"invalid setting {where}: {err['msg']} (check {path or 'params.yaml'} and the command-line flags)")
-    except (OSError, ValueError, yaml.YAMLError) as exc:  # unreadable file, YAML syntax
-        _fail(f"cannot read params from {path or 'params.yaml'}: {' '.join(str(exc).split())}")
 
 
 @data_app.command("download")
@@ -97,10 +78,11 @@ def data_prepare(
     import json
     from dataclasses import asdict
 
+    from catsdogs.config import load_params
     from catsdogs.data import prepare
 
     _setup_logging(verbose)
-    p = _load_params(params, {"data.limit": limit})
+    p = load_params(params, {"data.limit": limit})
     src = source.resolve() if source else p.path(p.data.source)
     if not src.is_dir():
         _fail(f"data source {src} does not exist; run `catsdogs data download` or pass --source DIR")
@@ -140,12 +122,13 @@ def train(
     verbose: VerboseOpt = False,
 ) -> None:
     """Train a model, tracked in MLflow, registered as `catsdogs` with alias `challenger`."""
+    from catsdogs.config import load_params
     from catsdogs.runtime import reexec_with_malloc_tunables
     from catsdogs.train import run_training
 
     reexec_with_malloc_tunables()
     _setup_logging(verbose)
-    p = _load_params(
+    p = load_params(
         params,
         {
             "train.epochs": epochs,
@@ -179,12 +162,13 @@ def evaluate(
     """Test-split accuracy, precision, recall, F1, ROC-AUC, confusion matrix and plots."""
     import json
 
+    from catsdogs.config import load_params
     from catsdogs.evaluate import run_evaluation
     from catsdogs.runtime import reexec_with_malloc_tunables
 
     reexec_with_malloc_tunables()
     _setup_logging(verbose)
-    metrics = run_evaluation(_load_params(params), checkpoint=checkpoint, output=output)
+    metrics = run_evaluation(load_params(params), checkpoint=checkpoint, output=output)
     typer.echo(json.dumps(metrics, indent=2))
 
 
@@ -203,6 +187,7 @@ def tune_inference(
     from rich.console import Console
     from rich.table import Table
 
+    from catsdogs.config import load_params
     from catsdogs.evaluate import best_setting, recommend, sweep_inference
     from catsdogs.runtime import reexec_with_malloc_tunables
 
@@ -217,7 +202,7 @@ def tune_inference(
     tta_list = [t.strip() for t in tta.split(",") if t.strip()]
     if bad := [t for t in tta_list if t not in ("none", "flip")]:
         _fail(f"unknown --tta value(s) {bad}; choose none and/or flip")
-    p = _load_params(params)
+    p = load_params(params)
     rows = sweep_inference(p, size_list, tta_list, checkpoint=checkpoint)
     best, pick = best_setting(rows), recommend(rows)
     out = output or p.path("reports/inference_sweep.json")
@@ -258,12 +243,13 @@ def export(
     """Export to ONNX (+ INT8 if it keeps accuracy) with a parity check against PyTorch."""
     import json
 
+    from catsdogs.config import load_params
     from catsdogs.export import run_export
     from catsdogs.runtime import reexec_with_malloc_tunables
 
     reexec_with_malloc_tunables()
     _setup_logging(verbose)
-    p = _load_params(params, {"export.quantize": quantize})
+    p = load_params(params, {"export.quantize": quantize})
     report = run_export(p, checkpoint=checkpoint, output_dir=output_dir)
     typer.echo(json.dumps(report, indent=2))
 
@@ -276,10 +262,11 @@ def validate(
     verbose: VerboseOpt = False,
 ) -> None:
     """Quality gate: accuracy threshold, ONNX parity and latency budget; exit 1 with the reason on failure."""
+    from catsdogs.config import load_params
     from catsdogs.validate import run_gate
 
     _setup_logging(verbose)
-    result = run_gate(_load_params(params), model_dir=model_dir, promote=promote)
+    result = run_gate(load_params(params), model_dir=model_dir, promote=promote)
     for check in result.checks:
         mark = "PASS" if check.passed else "FAIL"
         typer.echo(f"[{mark}] {check.name}: {check.detail}")
@@ -299,11 +286,12 @@ def calibrate(
     from dataclasses import asdict
 
     from catsdogs.calibrate import run_calibration
+    from catsdogs.config import load_params
     from catsdogs.runtime import reexec_with_malloc_tunables
 
     reexec_with_malloc_tunables()
     _setup_logging(verbose)
-    typer.echo(json.dumps(asdict(run_calibration(_load_params(params), checkpoint=checkpoint)), indent=2))
+    typer.echo(json.dumps(asdict(run_calibration(load_params(params), checkpoint=checkpoint)), indent=2))
 
 
 @app.command()
@@ -316,10 +304,11 @@ def robustness(
     """Test-split accuracy of a bundle under corruptions (JPEG q20, blur, low light, grayscale, rotation, crop)."""
     import json
 
+    from catsdogs.config import load_params
     from catsdogs.robustness import run_robustness
 
     _setup_logging(verbose)
-    p = _load_params(params)
+    p = load_params(params)
     typer.echo(json.dumps(run_robustness(p, model_dir=model_dir, output=output), indent=2))
 
 
@@ -330,8 +319,9 @@ def model_card(
 ) -> None:
     """Write MODEL_CARD.md into the bundle from model.json and the reports."""
     from catsdogs.card import write_model_card
+    from catsdogs.config import load_params
 
-    p = _load_params(params)
+    p = load_params(params)
     typer.echo(f"wrote {write_model_card(p, model_dir or p.path(p.export.output_dir))}")
 
 

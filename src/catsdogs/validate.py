@@ -84,6 +84,8 @@ def parity_check(predictor: Predictor, images: list[bytes], max_diff: float) -> 
     torch_file = predictor.bundle_dir / predictor.meta["files"].get("torch", "model.pt")
     if not torch_file.exists():
         return Check("onnx_parity", False, f"{torch_file.name} missing from the bundle: parity cannot be checked")
+    if problem := unreadable_weights(torch_file):
+        return Check("onnx_parity", False, problem)
     import torch
 
     from catsdogs.inference import serving_model
@@ -92,12 +94,7 @@ def parity_check(predictor: Predictor, images: list[bytes], max_diff: float) -> 
 
     meta = predictor.meta
     model = create_model(meta["architecture"], num_classes=len(predictor.class_names))
-    try:
-        model.load_state_dict(torch.load(torch_file, map_location="cpu", weights_only=True))
-    except (OSError, RuntimeError, EOFError, KeyError, ValueError, pickle.UnpicklingError) as exc:
-        # a truncated or foreign model.pt is a failed check with its reason, not a crash of the gate
-        reason = " ".join(str(exc).split())[:200]
-        return Check("onnx_parity", False, f"{torch_file.name} is not this model's weights: {reason}")
+    model.load_state_dict(torch.load(torch_file, map_location="cpu", weights_only=True))
     graph = serving_model(model, temperature=meta["calibration"]["temperature"], tta=meta.get("tta", "none"))
     x = np.stack([predictor.preprocess(b) for b in images])
     with torch.no_grad():
@@ -120,3 +117,14 @@ def latency_check(predictor: Predictor, image: bytes, budget_ms: float, runs: in
         times.append((time.perf_counter() - t) * 1000)
     p50 = float(np.median(times))
     return Check("latency", p50 <= budget_ms, f"single-image p50 {p50:.2f} ms vs budget {budget_ms} ms")
+
+
+def unreadable_weights(path: Path) -> str | None:
+    """Why ``path`` is not a loadable state dict, or None: a corrupt model.pt fails the check, not the gate."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        return f"{path.name} is not this model's weights: {' '.join(str(exc).split())[:200]}"
+    return None if isinstance(state, dict) else f"{path.name} is not this model's weights: no state dict"

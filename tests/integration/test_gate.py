@@ -156,7 +156,8 @@ def test_fresh_store_registers_the_bundle_and_reuses_it_and_failures_leave_champ
         app, ["predict", "--model", f"models:/{REGISTERED_MODEL}@champion", "--format", "json", str(image)]
     )
     assert predicted.exit_code == 0, predicted.output
-    rows = json.loads(predicted.stdout)
+    lines = predicted.stdout.splitlines()
+    rows = json.loads("\n".join(lines[lines.index("[") :]))  # the JSON document, after any log lines
     assert [r["file"] for r in rows] == [str(image)] and rows[0]["prediction"] in ("cat", "dog")
 
 
