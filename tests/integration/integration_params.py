@@ -24,6 +24,8 @@ def write_params(root: Path, source: Path, **sections: dict) -> Path:
     for overrides in (TINY, {"data": {"source": str(source)}}, sections):
         for section, values in overrides.items():
             params[section].update(values)
+    if "tuned_blocks" in params["model"] and "tuned_blocks" not in sections.get("model", {}):
+        params["model"]["tuned_blocks"] = 0  # tiny runs train small models from scratch: no pretrained blocks to tune
     path = root / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
