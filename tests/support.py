@@ -171,3 +171,15 @@ class CiSkipGuard:
 def register_ci_skip_guard(config: pytest.Config) -> None:
     if in_ci() and not config.pluginmanager.has_plugin("ci-skip-guard"):
         config.pluginmanager.register(CiSkipGuard(), "ci-skip-guard")
+
+
+def use_mlflow_store(monkeypatch: pytest.MonkeyPatch, uri: str) -> None:
+    """Point MLflow at ``uri`` for one test (restored afterwards).
+
+    ``mlflow.set_tracking_uri`` (called by the code under test) sets a process-wide URI that
+    outranks ``MLFLOW_TRACKING_URI``; it is reset too, so a store set by an earlier test never leaks.
+    """
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", None)

@@ -123,6 +123,9 @@ def run_evaluation(params: Params, *, checkpoint: Path | None = None, output: Pa
 def calibration_report(logits: np.ndarray, labels: np.ndarray, cal: Any) -> dict[str, Any]:
     """NLL and 15-bin ECE on this split before and after the temperature fitted on val."""
     before, after = softmax(logits), softmax(logits, cal.temperature)
+    sure = after.max(1) >= cal.unsure_below
+    # None, not NaN, when no answer is sure: NaN is not JSON (metrics.json is read by DVC and the card)
+    accuracy_when_sure = round(float((after.argmax(1) == labels)[sure].mean()), 6) if sure.any() else None
     return {
         "temperature": cal.temperature,
         "nll_before": round(log_loss(before, labels), 6),
@@ -131,7 +134,7 @@ def calibration_report(logits: np.ndarray, labels: np.ndarray, cal: Any) -> dict
         "ece_after": round(expected_calibration_error(after, labels), 6),
         "unsure_below": cal.unsure_below,
         "unsure_share": round(float((after.max(1) < cal.unsure_below).mean()), 6),
-        "accuracy_when_sure": round(float((after.argmax(1) == labels)[after.max(1) >= cal.unsure_below].mean()), 6),
+        "accuracy_when_sure": accuracy_when_sure,
     }
 
 

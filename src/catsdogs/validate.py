@@ -10,6 +10,7 @@ On success the registry alias ``champion`` moves to the local version that holds
 from __future__ import annotations
 
 import logging
+import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +84,8 @@ def parity_check(predictor: Predictor, images: list[bytes], max_diff: float) -> 
     torch_file = predictor.bundle_dir / predictor.meta["files"].get("torch", "model.pt")
     if not torch_file.exists():
         return Check("onnx_parity", False, f"{torch_file.name} missing from the bundle: parity cannot be checked")
+    if problem := unreadable_weights(torch_file):
+        return Check("onnx_parity", False, problem)
     import torch
 
     from catsdogs.inference import serving_model
@@ -115,3 +118,14 @@ def latency_check(predictor: Predictor, image: bytes, budget_ms: float, runs: in
         times.append((time.perf_counter() - t) * 1000)
     p50 = float(np.median(times))
     return Check("latency", p50 <= budget_ms, f"single-image p50 {p50:.2f} ms vs budget {budget_ms} ms")
+
+
+def unreadable_weights(path: Path) -> str | None:
+    """Why ``path`` is not a loadable state dict, or None: a corrupt model.pt fails the check, not the gate."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        return f"{path.name} is not this model's weights: {' '.join(str(exc).split())[:200]}"
+    return None if isinstance(state, dict) else f"{path.name} is not this model's weights: no state dict"

@@ -13,7 +13,9 @@ def test_project_params_load_and_resolve_paths():
     p = load_params()
     assert p.base_dir == PARAMS_FILE.parent
     assert p.path(p.data.prepared_dir) == PROJECT_ROOT / "data" / "prepared"
-    assert p.model.name in ("resnet_small", "simple_cnn")
+    from catsdogs.model import MODELS
+
+    assert p.model.name in MODELS
     assert 0 < p.gate.min_accuracy <= 1
 
 
@@ -48,7 +50,21 @@ def test_relative_paths_are_relative_to_the_params_file(tmp_path):
     assert p.path(p.data.prepared_dir) == tmp_path / "out" / "prepared"
 
 
-def test_data_source_from_environment(monkeypatch, tmp_path):
+def test_data_source_comes_only_from_the_params_file(monkeypatch, tmp_path):
+    """params.yaml is the one definition: the removed environment overrides change nothing (DVC could not see them)."""
+    expected = load_params().data.source
     monkeypatch.setenv("CATSDOGS_DATA_SOURCE", str(tmp_path / "raw"))
-    assert load_params().path(load_params().data.source) == tmp_path / "raw"
+    monkeypatch.setenv("CATSDOGS_SHARED_DATA", str(tmp_path / "shared"))
+    p = load_params()
+    assert p.data.source == expected
+    assert p.path(p.data.source) != tmp_path / "raw"
     assert load_params(overrides={"data.source": "/elsewhere"}).data.source == "/elsewhere"
+
+
+def test_unknown_model_name_fails_at_load(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text("model: {name: vgg16}")
+    with pytest.raises(ValidationError, match="unknown model 'vgg16'"):
+        load_params(f)
+    with pytest.raises(ValidationError, match="unknown model 'vgg16'"):
+        load_params(overrides={"model.name": "vgg16"})

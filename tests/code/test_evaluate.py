@@ -1,8 +1,14 @@
-"""How inference settings are picked from a validation sweep (the one-standard-error rule)."""
+"""How inference settings are picked from a validation sweep (the one-standard-error rule); the calibration report."""
 
 from __future__ import annotations
 
-from catsdogs.evaluate import recommend
+import json
+
+import numpy as np
+import pytest
+
+from catsdogs.calibrate import Calibration
+from catsdogs.evaluate import calibration_report, recommend
 
 
 def _row(size: int, tta: str, accuracy: float, cost: float, n: int) -> dict:
@@ -27,3 +33,20 @@ def test_a_clear_winner_is_worth_its_cost():
         _row(160, "none", 0.955, 1.6, 100_000),
     ]
     assert (recommend(rows)["image_size"], recommend(rows)["tta"]) == (160, "flip")
+
+
+def test_calibration_report_on_constructed_logits():
+    logits = np.array([[3.0, 0.0], [0.0, 3.0], [0.2, 0.0], [0.0, 0.1]])
+    labels = np.array([0, 1, 1, 1])
+    confident = float(np.exp(3.0) / (1 + np.exp(3.0)))
+    report = calibration_report(logits, labels, Calibration(temperature=1.0, unsure_below=confident))
+    assert report["unsure_share"] == 0.5  # the two answers near 0.5 are "not sure"
+    assert report["accuracy_when_sure"] == 1.0  # both confident answers are right
+
+
+def test_calibration_report_when_no_answer_is_sure_is_valid_json():
+    logits = np.array([[1.0, 0.0], [0.0, 1.0]])
+    report = calibration_report(logits, np.array([1, 0]), Calibration(temperature=1.0, unsure_below=1.0))
+    assert report["unsure_share"] == 1.0 and report["accuracy_when_sure"] is None
+    json.loads(json.dumps(report, allow_nan=False))  # no NaN in metrics.json
+    assert report["nll_after"] == pytest.approx(report["nll_before"])

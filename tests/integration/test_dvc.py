@@ -1,4 +1,5 @@
-"""`dvc repro` runs the real pipeline (prepare -> train -> evaluate -> export) on tiny params."""
+"""`dvc repro` runs the real pipeline (prepare -> train -> calibrate -> evaluate -> export -> robustness ->
+model_card) on tiny params."""
 
 from __future__ import annotations
 
@@ -35,31 +36,38 @@ def test_dvc_repro_runs_the_whole_pipeline(tmp_path, kaggle_train_dir):
 
     assert run("git", "init", "-q").returncode == 0
     assert run(str(bin_dir / "dvc"), "init", "-q").returncode == 0
-    shutil.copy(PROJECT_ROOT / ".dvc" / "config", tmp_path / ".dvc" / "config")  # the project's default remote
+    shutil.copy(PROJECT_ROOT / ".dvc" / "config", tmp_path / ".dvc" / "config")  # the project's default remote...
+    remote = tmp_path / "remote"  # ...pointed inside this test's folder
+    assert run(str(bin_dir / "dvc"), "remote", "modify", "local", "url", str(remote)).returncode == 0
     first = run(str(bin_dir / "dvc"), "repro")
     assert first.returncode == 0, first.stdout + first.stderr
-    for stage in ("prepare", "train", "evaluate", "export"):
+    stages = ("prepare", "train", "calibrate", "evaluate", "export", "robustness", "model_card")
+    for stage in stages:
         assert f"Running stage '{stage}'" in first.stdout
     lock = yaml.safe_load((tmp_path / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"prepare", "train", "evaluate", "export"}
+    assert set(lock["stages"]) == set(stages)
     metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())
-    assert 0 <= metrics["accuracy"] <= 1
-    assert json.loads((tmp_path / "models" / "model.json").read_text())["architecture"] == "simple_cnn"
+    meta = json.loads((tmp_path / "models" / "model.json").read_text())
+    assert meta["architecture"] == "simple_cnn" and meta["metrics"]["accuracy"] == metrics["accuracy"]
+    assert (tmp_path / "models" / "MODEL_CARD.md").read_text().startswith(f"# Model card: catsdogs {meta['version']}")
 
     again = run(str(bin_dir / "dvc"), "repro")
     assert again.returncode == 0 and "Running stage" not in again.stdout  # nothing is stale
 
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
-    params["export"]["quantize"] = False
+    params["export"]["quantize"] = True
+    params["export"]["int8_max_accuracy_drop"] = 1.0  # keep whatever INT8 gives
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     third = run(str(bin_dir / "dvc"), "repro")
-    assert third.returncode == 0
-    assert "Running stage 'export'" in third.stdout and "Running stage 'train'" not in third.stdout
-    assert not (tmp_path / "models" / "model.int8.onnx").exists()
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert "Running stage 'export'" in third.stdout and "Running stage 'model_card'" in third.stdout
+    for upstream in ("train", "calibrate", "evaluate"):
+        assert f"Running stage '{upstream}'" not in third.stdout
+    assert (tmp_path / "models" / "model.int8.onnx").exists()
 
     # the default local remote: push, lose the cached outputs, pull them back
     assert run(str(bin_dir / "dvc"), "push").returncode == 0
-    assert (tmp_path / "dvc-storage").is_dir()
+    assert remote.is_dir() and any(remote.rglob("*"))
     best = tmp_path / "artifacts" / "train" / "best.pt"
     digest = best.read_bytes()
     best.unlink()
