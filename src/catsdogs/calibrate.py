@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from catsdogs.config import Params
 from catsdogs.metrics import expected_calibration_error, log_loss, softmax
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +33,26 @@ class Calibration:
     pet_threshold: float | None = None  # None: the model has no pet score
     unsure_below: float = 0.0
     image_size: int = 0  # the input size the values were fitted at
+    bank_file: str | None = None  # training features the pet score compares with (beside this file)
     val: dict[str, Any] | None = None  # what the fit measured on val
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        record = {k: v for k, v in asdict(self).items() if k != "directory"}
+        path.write_text(json.dumps(record, indent=2) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> Calibration:
         if not Path(path).is_file():
             raise FileNotFoundError(f"no calibration at {path}: run `catsdogs calibrate` first")
-        return cls(**json.loads(Path(path).read_text()))
+        return replace(cls(**json.loads(Path(path).read_text())), directory=str(Path(path).parent))
+
+    directory: str = ""  # where it was loaded from (not saved)
+
+    def bank(self) -> torch.Tensor | None:
+        """The feature bank of the pet score, or None for models without one."""
+        import torch
+
+        return torch.from_numpy(np.load(Path(self.directory) / self.bank_file)) if self.bank_file else None
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -67,7 +80,14 @@ def unsure_threshold(probs: np.ndarray, labels: np.ndarray, confident_accuracy: 
     return float(conf[order][ok[-1]]) if len(ok) else 1.0
 
 
-def fit(logits: np.ndarray, labels: np.ndarray, pet: np.ndarray | None, params: Params, image_size: int) -> Calibration:
+def fit(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    pet: np.ndarray | None,
+    params: Params,
+    image_size: int,
+    bank_file: str | None,
+) -> Calibration:
     c = params.calibration
     t = fit_temperature(logits, labels)
     before, after = softmax(logits), softmax(logits, t)
@@ -83,26 +103,47 @@ def fit(logits: np.ndarray, labels: np.ndarray, pet: np.ndarray | None, params: 
     val["unsure_share"] = round(float((after.max(1) < unsure).mean()), 6)
     if pet is not None:
         val["false_rejection"] = round(float((pet < threshold).mean()), 6)
-    return Calibration(round(t, 6), threshold, round(unsure, 6), image_size, val)
+    return Calibration(round(t, 6), threshold, round(unsure, 6), image_size, bank_file, val)
 
 
 def run_calibration(params: Params, *, checkpoint: Path | None = None, output: Path | None = None) -> Calibration:
+    from catsdogs.data import load_split
     from catsdogs.evaluate import load_for_inference, predict_split
+    from catsdogs.inference import has_pet_score
 
     model, cfg, _, prepared_dir = load_for_inference(params, checkpoint)
-    from catsdogs.data import load_split
-
-    val = load_split(params, prepared_dir, cfg, "val")
-    logits, pet = predict_split(model, cfg, val, params.inference.tta)
-    cal = fit(logits, val.labels, pet, params, cfg.image_size)
     out = output or params.path(params.train.output_dir) / "calibration.json"
+    bank_file = None
+    if has_pet_score(model):
+        bank_file = "pet_bank.npy"
+        np.save(out.parent / bank_file, feature_bank(model, cfg, params, prepared_dir))
+    bank = None if bank_file is None else np.load(out.parent / bank_file)
+    val = load_split(params, prepared_dir, cfg, "val")
+    logits, pet = predict_split(model, cfg, val, params.inference.tta, bank=bank)
+    cal = fit(logits, val.labels, pet, params, cfg.image_size, bank_file)
     cal.save(out)
-    log.info(
-        "calibration on %d val images: T=%.3f, pet threshold %s, unsure below %.3f, %s",
-        len(val.labels),
-        cal.temperature,
-        cal.pet_threshold,
-        cal.unsure_below,
-        cal.val,
-    )
+    log.info("calibration on %d val images: T=%.3f, pet threshold %s, unsure below %.3f, %s",
+             len(val.labels), cal.temperature, cal.pet_threshold, cal.unsure_below, cal.val)  # fmt: skip
     return cal
+
+
+def feature_bank(model: Any, cfg: Any, params: Params, prepared_dir: Path) -> np.ndarray:
+    """ImageNet-path features of a seeded sample of training images: what "looks like a pet" means."""
+    import torch
+
+    from catsdogs.data import load_split
+    from catsdogs.inference import imagenet_features
+    from catsdogs.transforms import create_transform
+
+    train = load_split(params, prepared_dir, cfg, "train")
+    pick = np.sort(
+        np.random.default_rng(params.data.seed).permutation(len(train.labels))[: params.calibration.bank_images]
+    )
+    transform = create_transform(cfg)
+    feats = [
+        imagenet_features(
+            model, transform.batch(torch.from_numpy(np.ascontiguousarray(train.pixels[pick[i : i + 64]])))
+        )
+        for i in range(0, len(pick), 64)
+    ]
+    return torch.cat(feats).numpy().astype(np.float32)

@@ -79,7 +79,8 @@ class CalibrationParams(_Strict):
     # Fitted on val by `catsdogs calibrate`. The pet-score threshold rejects at most this share of
     # val cats and dogs; "not sure" is below the confidence where answers reach this accuracy on val.
     max_false_rejection: float = Field(0.003, ge=0, lt=0.5)
-    confident_accuracy: float = Field(0.998, gt=0.5, le=1)
+    confident_accuracy: float = Field(0.995, gt=0.5, le=1)
+    bank_images: int = Field(2000, ge=10)  # training images whose features the pet score compares with
 
 
 class EvaluationParams(_Strict):

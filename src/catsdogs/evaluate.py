@@ -57,10 +57,16 @@ def load_for_inference(
 
 @torch.no_grad()
 def predict_split(
-    model: nn.Module, cfg: PreprocessConfig, data: SplitData, tta: str, temperature: float = 1.0
+    model: nn.Module,
+    cfg: PreprocessConfig,
+    data: SplitData,
+    tta: str,
+    temperature: float = 1.0,
+    bank: np.ndarray | torch.Tensor | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Logits (N, C) and pet scores (N,) or None, from the fp32 serving graph (what the bundle runs)."""
-    graph = serving_model(model, temperature=temperature, tta=tta)
+    bank = torch.as_tensor(bank) if bank is not None else None
+    graph = serving_model(model, temperature=temperature, tta=tta, bank=bank)
     transform = create_transform(cfg)
     logits, pets = [], []
     for pixels, _ in ArrayLoader(data, 128, shuffle=False):
@@ -97,13 +103,14 @@ def run_evaluation(params: Params, *, checkpoint: Path | None = None, output: Pa
     cal = Calibration.load(ckpt_path.parent / "calibration.json")
     model, cfg, ckpt, prepared_dir = load_for_inference(params, ckpt_path)
     test = load_split(params, prepared_dir, cfg, "test")
-    logits, pet = predict_split(model, cfg, test, params.inference.tta)
+    bank = cal.bank()
+    logits, pet = predict_split(model, cfg, test, params.inference.tta, bank=bank)
     labels = test.labels
     probs = softmax(logits, cal.temperature)
     metrics = test_metrics(probs, labels)
     metrics["calibration"] = calibration_report(logits, labels, cal)
     if pet is not None and cal.pet_threshold is not None:
-        metrics["not_cat_or_dog"] = not_pet_report(model, cfg, params, pet, cal)
+        metrics["not_cat_or_dog"] = not_pet_report(model, cfg, params, pet, cal, bank)
     metrics.update(model=ckpt.model_name, image_size=cfg.image_size, tta=params.inference.tta)
     metrics["train_image_size"] = ckpt.params["model"]["image_size"]
     metrics["checkpoint_epoch"] = ckpt.state.best_epoch
@@ -139,7 +146,7 @@ def calibration_report(logits: np.ndarray, labels: np.ndarray, cal: Any) -> dict
 
 
 def not_pet_report(
-    model: nn.Module, cfg: PreprocessConfig, params: Params, pet: np.ndarray, cal: Any
+    model: nn.Module, cfg: PreprocessConfig, params: Params, pet: np.ndarray, cal: Any, bank: torch.Tensor | None
 ) -> dict[str, Any]:
     """False rejections of this split's real cats and dogs, and detection on the non-pet set."""
     from catsdogs.nonpet import nonpet_set
@@ -148,7 +155,7 @@ def not_pet_report(
     detection = {}
     for group, pixels in groups.items():
         data = SplitData(pixels, np.zeros(len(pixels), dtype=np.int64))
-        _, scores = predict_split(model, cfg, data, params.inference.tta)
+        _, scores = predict_split(model, cfg, data, params.inference.tta, bank=bank)
         detection[group] = {"n": len(pixels), "detected": round(float((scores < cal.pet_threshold).mean()), 6)}
     n_all = sum(d["n"] for d in detection.values())
     overall = sum(d["detected"] * d["n"] for d in detection.values()) / max(1, n_all)

@@ -140,7 +140,7 @@ def run_export(params: Params, *, checkpoint: Path | None = None, output_dir: Pa
 
     onnx_path, int8_path = out / "model.onnx", out / "model.int8.onnx"
     torch.save(model.state_dict(), out / "model.pt")  # for the PyTorch baseline and parity checks
-    graph = serving_model(model, temperature=cal.temperature, tta=params.inference.tta)
+    graph = serving_model(model, temperature=cal.temperature, tta=params.inference.tta, bank=cal.bank())
     outputs = export_onnx(graph, onnx_path, cfg.image_size, params.export.opset)
     report = check_fp32(graph, onnx_path, x, labels, cfg.image_size)
     int8_kept = False
@@ -229,6 +229,9 @@ def bundle_meta(
         "outputs": outputs,
         "calibration": {"method": "temperature scaling (fitted on val)", "temperature": cal.temperature},
         "thresholds": {"pet_score": cal.pet_threshold, "unsure_below": cal.unsure_below},
+        "pet_score": "mean cosine similarity of the ImageNet features to their 10 nearest training images"
+        if cal.bank_file
+        else None,
         "metrics": {k: metrics[k] for k in ("accuracy", "precision", "recall", "f1", "roc_auc") if k in metrics},
         "n_test": metrics.get("n_test"),
         "files": files | {"torch": "model.pt"},

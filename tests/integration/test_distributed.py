@@ -18,31 +18,9 @@ from integration_params import write_params
 
 from catsdogs.checkpoint import Checkpoint
 from catsdogs.config import load_params
-from support import use_mlflow_store
+from support import free_port, use_mlflow_store
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _warm_cache(params) -> None:
-    """Prepare and decode once before the ranks start.
-
-    Two ranks decoding a cold cache race on one temp file (/work/notes/BUGS.md, "DDP with a cold decode
-    cache"); once data.build_cache is safe for concurrent writers, remove this call.
-    """
-    from catsdogs.data import ensure_prepared, load_splits
-    from catsdogs.transforms import PreprocessConfig
-
-    out = params.path(params.train.output_dir)
-    prepared = ensure_prepared(params, fallback_dir=out / "prepared")
-    load_splits(params, prepared, PreprocessConfig(image_size=params.model.image_size), progress=False)
 
 
 def test_torchrun_two_processes_train_one_model(kaggle_train_dir, tmp_path, monkeypatch):
@@ -55,9 +33,9 @@ def test_torchrun_two_processes_train_one_model(kaggle_train_dir, tmp_path, monk
         model={"name": "simple_cnn", "image_size": 32, "pretrained": False},
         train={"recipe": "full", "epochs": 2, "batch_size": 16, "threads": 1, "bf16": "off", "device": "cpu"},
     )
-    _warm_cache(load_params(params_file))
+    # A cold decode cache on purpose: rank 0 prepares and decodes while rank 1 waits.
     torchrun = Path(sys.executable).parent / "torchrun"
-    cmd = [str(torchrun), "--standalone", "--nproc-per-node", "2", "--master-port", str(_free_port()),
+    cmd = [str(torchrun), "--standalone", "--nproc-per-node", "2", "--master-port", str(free_port()),
            "-m", "catsdogs", "train", "--params", str(params_file), "--no-register"]  # fmt: skip
     env = {**os.environ, "MLFLOW_TRACKING_URI": store, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
