@@ -21,7 +21,7 @@ def write_model_card(params: Params, bundle: Path) -> Path:
     sections = [
         _model(meta),
         _data(_read(params.path(params.data.prepared_dir) / "stats.json")),
-        _training(meta),
+        _training(meta | {"run": _read(params.path(params.train.output_dir) / "run.json")}),
         _test(meta, _read(reports / "metrics.json")),
         _robustness(_read(reports / "robustness.json"), _read(reports / "robustness_previous.json")),
         _reproduce(meta),
@@ -44,8 +44,8 @@ def _model(meta: dict[str, Any]) -> str:
   (bilinear), normalised with mean {pre["mean"]} / std {pre["std"]}; test-time augmentation `{meta["tta"]}`.
 - Outputs: {", ".join(f"`{o}`" for o in meta.get("outputs", ["logits"]))}. Logits are divided by the temperature
   {meta["calibration"]["temperature"]} fitted on val, inside the graph: served probabilities are calibrated.
-- Not a cat or a dog: `pet_score` (the untouched ImageNet head's total probability on its 5 cat and 118 dog
-  classes) below {th.get("pet_score")}. Not sure: calibrated confidence below {th.get("unsure_below")}. Both chosen on val.
+- Not a cat or a dog: `pet_score` below {_num(th.get("pet_score"))}. The score: {meta.get("pet_score") or "the untouched ImageNet head's total probability on its 5 cat and 118 dog classes"}.
+  Not sure: calibrated confidence below {_num(th.get("unsure_below"))}. Both thresholds chosen on val (params.yaml `calibration`).
 - Files: `model.onnx` (fp32){", `model.int8.onnx` (static INT8)" if meta["files"].get("onnx_int8") else ""}, `model.pt`, `model.json`.
   Default backend `{meta["default_backend"]}`. Model-only latency, batch 1, p50/p95 ms on the export machine:
   {", ".join(f"{k} {v['p50']}/{v['p95']}" for k, v in lat.items())}."""
@@ -73,9 +73,19 @@ def _training(meta: dict[str, Any]) -> str:
 - Recipe `{tp["recipe"]}`, pretrained {p["model"].get("pretrained")}: epochs {tp["epochs"]} (ran {t.get("epochs_run")}, best
   epoch {t.get("best_epoch")} by `{tp["early_stopping"]}`), batch {tp["batch_size"]}, AdamW lr {tp["lr"]}, weight decay
   {tp["weight_decay"]}, dropout {p["model"]["dropout"]}. Best val accuracy {t.get("best_val_accuracy")}.
-- Hardware: {t.get("device")}, {t.get("world_size")} process(es) x {t.get("threads")} threads; loop time {minutes}.
+- Hardware: {t.get("device")}, {t.get("world_size")} process(es) x {t.get("threads")} threads; epoch loop {minutes}{_setup(meta.get("run") or {})}.
 - Lineage: training commit `{meta["git_commit"]}`, data (manifest sha256) `{meta["data_hash"]}`, MLflow run
   `{meta["mlflow_run_id"]}`. Bundle sha256 `{meta["sha256"]["bundle"]}`."""
+
+
+def _num(x: Any) -> str:
+    return f"{x:.4f}" if isinstance(x, float) else str(x)
+
+
+def _setup(t: dict[str, Any]) -> str:
+    if not t.get("setup_seconds"):
+        return ""
+    return f", plus {t['setup_seconds'] / 60:.1f} min caching the frozen trunk ({t.get('setup_images_per_s')} img/s)"
 
 
 def _test(meta: dict[str, Any], m: dict[str, Any]) -> str:
