@@ -12,6 +12,7 @@ import pytest
 from apihelpers import BLUE, IMAGE_SIZE, RED, RunSpy, encode, model_input_of, png_bomb, solid, write_tiny_bundle
 from PIL import Image
 
+from catsdogs import cpus as cpus_mod
 from catsdogs import predictor as predictor_mod
 from catsdogs.predictor import ModelLoadError, Prediction, PredictionError, Predictor, available_cpus, cgroup_cpu_limit
 
@@ -38,7 +39,7 @@ def test_cgroup_v1_quota(tmp_path: Path) -> None:
 
 
 def test_available_cpus_follows_quota_then_affinity(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(predictor_mod.os, "sched_getaffinity", lambda _pid: set(range(8)))
+    monkeypatch.setattr(cpus_mod.os, "sched_getaffinity", lambda _pid: set(range(8)))
     assert available_cpus(tmp_path) == 8  # no cgroup files: the affinity mask
     (tmp_path / "cpu.max").write_text("250000 100000")
     assert available_cpus(tmp_path) == 2  # 2.5 CPUs: 2 threads run without being throttled

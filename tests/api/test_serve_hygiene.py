@@ -91,7 +91,7 @@ def test_wait_for_model_serves_not_ready_until_the_bundle_appears(
     assert str(tmp_path) not in r.text  # no internal path to strangers
     assert client.get("/health").status_code == 200  # waiting is not failing: no restart loop
     shutil.copytree(tiny_bundle, target)
-    wait_ready(client, timeout=20)
+    wait_ready(client)
 
 
 def test_a_client_that_disconnects_is_logged_as_499_without_a_traceback(caplog: pytest.LogCaptureFixture) -> None:

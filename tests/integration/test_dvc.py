@@ -38,7 +38,7 @@ def test_dvc_repro_runs_the_whole_pipeline(tmp_path, kaggle_train_dir):
     assert run(str(bin_dir / "dvc"), "init", "-q").returncode == 0
     shutil.copy(PROJECT_ROOT / ".dvc" / "config", tmp_path / ".dvc" / "config")  # the project's default remote...
     remote = tmp_path / "remote"  # ...pointed inside this test's folder
-    assert run(str(bin_dir / "dvc"), "remote", "modify", "local", "url", str(remote)).returncode == 0
+    assert run(str(bin_dir / "dvc"), "remote", "modify", "shared", "url", str(remote)).returncode == 0
     first = run(str(bin_dir / "dvc"), "repro")
     assert first.returncode == 0, first.stdout + first.stderr
     stages = ("prepare", "train", "calibrate", "evaluate", "export", "robustness", "model_card")

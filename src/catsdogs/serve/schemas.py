@@ -35,9 +35,14 @@ class ErrorResponse(BaseModel):
 
 
 class ValidationErrorResponse(BaseModel):
-    """FastAPI's own validation error (unchanged), plus a machine-readable code."""
+    """FastAPI's own validation error (unchanged), plus a machine-readable code.
 
-    detail: list[dict[str, Any]] = Field(description="FastAPI's list of validation errors (`loc`, `msg`, `type`).")
+    Routes that validate a body themselves (``/admin/reload``) answer 422 with a sentence instead.
+    """
+
+    detail: list[dict[str, Any]] | str = Field(
+        description="FastAPI's list of validation errors (`loc`, `msg`, `type`), or one sentence."
+    )
     code: str = Field(description="`missing_field` or `invalid_request`.")
 
 
