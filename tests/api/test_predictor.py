@@ -207,3 +207,26 @@ def test_real_photo_is_classified_with_the_shipped_bundle(shipped_bundle: Path, 
         r.label == f.name.split(".")[0] for f, r in zip(files, results, strict=True) if isinstance(r, Prediction)
     )
     assert correct >= 0.8 * len(files)
+
+
+def test_not_a_pet_and_not_sure_answers_are_counted() -> None:
+    from catsdogs.serve.metrics import Metrics
+    from catsdogs.serve.routes.predict import _record
+
+    metrics = Metrics()
+    probs = {"cat": 0.9, "dog": 0.1}
+    _record(
+        metrics,
+        [
+            Prediction("cat", 0.9, probs, 3.0, is_cat_or_dog=False, pet_score=0.1, reason="not a pet"),
+            Prediction("cat", 0.6, probs, 3.0, is_cat_or_dog=True, pet_score=0.9, uncertain=True, reason="not sure"),
+            Prediction("dog", 0.99, probs, 3.0, is_cat_or_dog=True, pet_score=0.9),
+        ],
+    )
+
+    def value(name: str) -> float:
+        return metrics.registry.get_sample_value(name) or 0.0
+
+    assert value("catsdogs_not_cat_or_dog_total") == 1
+    assert value("catsdogs_uncertain_predictions_total") == 1
+    assert metrics.registry.get_sample_value("predictions_total", {"predicted_class": "cat"}) == 2

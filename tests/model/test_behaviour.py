@@ -12,6 +12,7 @@ import io
 import json
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -203,3 +204,20 @@ def test_full_size_photo_and_its_small_copy_agree(predictor, uploads_dir):
     small = _predict(predictor, [_jpeg(Image.open(f).convert("RGB").resize((200, 200))) for f in files])
     agreement = np.mean([a.label == b.label for a, b in zip(full, small, strict=True)])
     assert agreement >= 0.95
+
+
+def test_catsdogs_predict_says_not_a_cat_or_dog(tmp_path: Path, uploads_dir: Path) -> None:
+    """The CLI shows the shipped model's verdict: a blank square is flagged, a real cat is not."""
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from catsdogs.cli import app
+
+    blank = tmp_path / "blue.png"
+    Image.new("RGB", (300, 300), (30, 60, 200)).save(blank)
+    result = CliRunner().invoke(app, ["predict", str(blank), str(uploads_dir / "cat.4001.jpg"), "-f", "json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [r["is_cat_or_dog"] for r in rows] == [False, True]
+    assert rows[0]["note"] == "this doesn't look like a cat or a dog" and rows[1]["prediction"] == "cat"
+    assert "1 not a cat or a dog" in result.stderr

@@ -76,6 +76,8 @@ API_METRICS = {
     "http_requests_in_progress",
     "model_info",
     "catsdogs_requests_shed_total",
+    "catsdogs_not_cat_or_dog_total",
+    "catsdogs_uncertain_predictions_total",
 }
 # Exported by kube-state-metrics only, which needs a cluster: checked by the promtool unit tests instead.
 KUBE_STATE_METRICS = {

@@ -188,8 +188,9 @@ def _classify(predictor: Any, files: list[Path], batch_size: int) -> list[dict[s
                 rows.append(unreadable[j])
             elif isinstance(r, Prediction):
                 row = {"file": str(f), "prediction": r.label, "confidence": r.confidence, **r.probabilities}
-                if reason := getattr(r, "reason", None):  # not a cat/dog, or unsure (issue 8 fields)
-                    row["note"] = reason
+                row |= {"is_cat_or_dog": r.is_cat_or_dog, "pet_score": r.pet_score, "uncertain": r.uncertain}
+                if r.reason:  # not a cat or a dog, or not sure
+                    row["note"] = r.reason
                 rows.append(row)
             else:
                 rows.append(_error_row(f, r.reason, r.message))
@@ -198,7 +199,10 @@ def _classify(predictor: Any, files: list[Path], batch_size: int) -> list[dict[s
 
 def _summary(rows: list[dict[str, Any]]) -> str:
     done = [r for r in rows if "error" not in r]
-    counts = {label: sum(r["prediction"] == label for r in done) for label in sorted({r["prediction"] for r in done})}
+    pets = [r for r in done if r.get("is_cat_or_dog", True)]
+    counts = {label: sum(r["prediction"] == label for r in pets) for label in sorted({r["prediction"] for r in pets})}
+    if len(pets) < len(done):
+        counts["not a cat or a dog"] = len(done) - len(pets)
     per_label = ", ".join(f"{n} {label}" for label, n in counts.items())
     failed = len(rows) - len(done)
     text = f"classified {len(done)} image{'s' if len(done) != 1 else ''}" + (f" ({per_label})" if per_label else "")
@@ -243,7 +247,8 @@ def predict(
     if output_format == "json":
         typer.echo(json.dumps(rows, indent=2))
     elif output_format == "csv":
-        fields = ["file", "prediction", "confidence", *classes, "note", "error", "message"]
+        fields = ["file", "prediction", "confidence", *classes, "is_cat_or_dog", "pet_score", "uncertain", "note"]
+        fields += ["error", "message"]
         writer = csv.DictWriter(sys.stdout, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
@@ -274,7 +279,10 @@ def _print_table(rows: list[dict[str, Any]], classes: list[str], version: str, b
             cells = [escape(r["file"]), "[red]error[/red]", "", *([""] * len(classes))]
             cells.append(f"[red]{escape(r['error'])}[/red]: {escape(r['message'])}")
         else:
-            cells = [escape(r["file"]), r["prediction"], f"{r['confidence']:.3f}", *(f"{r[c]:.3f}" for c in classes)]
+            label = r["prediction"]
+            if not r.get("is_cat_or_dog", True):
+                label = f"[yellow]not a pet?[/yellow] ({label})"
+            cells = [escape(r["file"]), label, f"{r['confidence']:.3f}", *(f"{r[c]:.3f}" for c in classes)]
             if notes:
                 cells.append(escape(r.get("note") or ""))
         table.add_row(*cells)

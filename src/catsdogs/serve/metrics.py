@@ -96,6 +96,16 @@ class Metrics:
         self.in_progress = Gauge(
             "http_requests_in_progress", "HTTP requests being served.", registry=r, multiprocess_mode="livesum"
         )
+        self.not_cat_or_dog = Counter(
+            "catsdogs_not_cat_or_dog",
+            "Uploads answered \"this doesn't look like a cat or a dog\" (pet score under the bundle's threshold).",
+            registry=r,
+        )
+        self.uncertain = Counter(
+            "catsdogs_uncertain_predictions",
+            "Predictions whose calibrated confidence is under the bundle's not-sure threshold.",
+            registry=r,
+        )
         self.requests_shed = Counter(
             "catsdogs_requests_shed",
             "Requests answered 503 at once by admission control (the worker was at capacity).",

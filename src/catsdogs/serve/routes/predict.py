@@ -53,6 +53,10 @@ def _record(metrics: Metrics, results: list[PredictionResult]) -> None:
         if isinstance(r, Prediction):
             metrics.predictions.labels(r.label).inc()
             metrics.prediction_confidence.observe(r.confidence)
+            if not r.is_cat_or_dog:
+                metrics.not_cat_or_dog.inc()
+            elif r.uncertain:
+                metrics.uncertain.inc()
             timed.add(r.inference_time_ms)
     for ms in timed:  # one observation per model run, not per image of a batch
         metrics.prediction_latency.observe(ms / 1000.0)
