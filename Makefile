@@ -12,8 +12,7 @@ PIP_INSTALL = $(BIN)/pip install --disable-pip-version-check -c requirements/loc
 # Local runs listen on this machine only; the container image binds 0.0.0.0 itself. HOST=0.0.0.0 to share.
 HOST ?= 127.0.0.1
 PORT ?= 8000
-# Faster CPU training/inference: glibc returns freed activations to the OS each step otherwise.
-export GLIBC_TUNABLES ?= glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=8589934592
+# glibc malloc tunables for training: the `catsdogs` CLI sets them itself (catsdogs.runtime.MALLOC_TUNABLES).
 
 .PHONY: help
 help: ## List the targets by area (NO_COLOR=1 for plain text)

@@ -30,8 +30,7 @@ from pathlib import Path
 import httpx
 
 from catsdogs.paths import MODELS_DIR, PROJECT_ROOT, SHARED_DATA_DIR
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
+from catsdogs.transforms import IMAGE_SUFFIXES
 
 
 @dataclass

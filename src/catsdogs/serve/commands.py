@@ -20,7 +20,8 @@ from typing import Annotated, Any, Literal, NoReturn
 
 import typer
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+from catsdogs.transforms import IMAGE_SUFFIXES
+
 ModelOpt = Annotated[
     str | None,
     typer.Option("--model", "-m", help="Bundle directory or MLflow URI (models:/catsdogs@champion). Default: models/."),

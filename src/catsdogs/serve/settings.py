@@ -8,6 +8,8 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from catsdogs.paths import MODELS_DIR
+from catsdogs.predictor import Backend
+from catsdogs.transforms import DEFAULT_MAX_PIXELS
 
 MiB = 1024 * 1024
 
@@ -33,14 +35,16 @@ class Settings(BaseSettings):
     wait_for_model: bool = Field(
         False, description="Start without the model and retry loading it until it appears (else: fail fast)."
     )
-    backend: Literal["auto", "onnx", "onnx-int8"] = Field("auto", description="auto = the bundle's default_backend.")
+    backend: Backend = Field("auto", description="auto = the bundle's default_backend.")
     host: str = Field("0.0.0.0", validation_alias=_env("HOST"))
     port: int = Field(8000, ge=1, le=65535, validation_alias=_env("PORT"))
     workers: int = Field(1, ge=1, le=64)
     inference_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0 = the cgroup CPU quota.")
     max_upload_bytes: int = Field(10 * MiB, gt=0, description="Largest accepted image file (bytes).")
     max_batch_files: int = Field(16, ge=1, le=256)
-    max_image_pixels: int = Field(40_000_000, gt=0, description="Decoded width x height above which a file is refused.")
+    max_image_pixels: int = Field(
+        DEFAULT_MAX_PIXELS, gt=0, description="Decoded width x height above which a file is refused."
+    )
     # Connection limits (docs/serving.md): slow or oversized requests must not hold a worker's connections.
     header_timeout_s: float = Field(10.0, gt=0, description="Deadline for a request's headers (else 408, close).")
     body_timeout_s: float = Field(15.0, gt=0, description="Longest wait for the next piece of a body (else 408).")
