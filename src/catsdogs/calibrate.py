@@ -113,11 +113,12 @@ def run_calibration(params: Params, *, checkpoint: Path | None = None, output: P
 
     model, cfg, _, prepared_dir = load_for_inference(params, checkpoint)
     out = output or params.path(params.train.output_dir) / "calibration.json"
-    bank_file = None
-    if has_pet_score(model):
-        bank_file = "pet_bank.npy"
-        np.save(out.parent / bank_file, feature_bank(model, cfg, params, prepared_dir))
-    bank = None if bank_file is None else np.load(out.parent / bank_file)
+    # Always written (empty for models without a pet score): the pipeline has one shape for every model.
+    pet = has_pet_score(model)
+    bank = feature_bank(model, cfg, params, prepared_dir) if pet else np.zeros((0, 0), np.float32)
+    np.save(out.parent / "pet_bank.npy", bank)
+    bank_file = "pet_bank.npy" if pet else None
+    bank = bank if pet else None
     val = load_split(params, prepared_dir, cfg, "val")
     logits, pet = predict_split(model, cfg, val, params.inference.tta, bank=bank)
     cal = fit(logits, val.labels, pet, params, cfg.image_size, bank_file)

@@ -296,7 +296,9 @@ def test_image_holds_only_the_serving_runtime(image: dict[str, Any], docker: Doc
 def test_health_and_ready(container: Container) -> None:
     health = httpx.get(f"{container.url}/health", timeout=5)
     assert health.status_code == 200
-    assert health.json() == {"status": "healthy"}
+    body = health.json()
+    assert body["status"] == "healthy" and body["model_loaded"] is True  # the seed clients' fields too
+    assert set(body) == {"status", "model_loaded", "timestamp", "version"}
     ready = httpx.get(f"{container.url}/ready", timeout=5)
     assert ready.status_code == 200, ready.text
     assert ready.json()["status"] == "ready"
