@@ -68,10 +68,11 @@ def test_dvc_repro_runs_the_whole_pipeline(tmp_path, kaggle_train_dir):
     # the default local remote: push, lose the cached outputs, pull them back
     assert run(str(bin_dir / "dvc"), "push").returncode == 0
     assert remote.is_dir() and any(remote.rglob("*"))
-    best = tmp_path / "artifacts" / "train" / "best.pt"
-    digest = best.read_bytes()
-    best.unlink()
+    # (the prepared manifest is the cached output; checkpoint and bank are committed: cache: false)
+    manifest = tmp_path / "data" / "prepared" / "manifest.csv"
+    content = manifest.read_bytes()
+    shutil.rmtree(manifest.parent)
     shutil.rmtree(tmp_path / ".dvc" / "cache")
     pulled = run(str(bin_dir / "dvc"), "pull")
     assert pulled.returncode == 0, pulled.stdout + pulled.stderr
-    assert best.read_bytes() == digest
+    assert manifest.read_bytes() == content
