@@ -489,6 +489,20 @@ class Predictor:
                 results[i] = self._prediction(row, None if pets is None else float(pets[k]), elapsed_ms)
         return [r for r in results if r is not None]
 
+    def latency_ms(self, x: np.ndarray | None = None, *, runs: int = 100, warmup: int = 5) -> dict[str, float]:
+        """Model-only latency of ``x`` (default: one random image), p50/p95 in ms: a measurement, never a test."""
+        if x is None:
+            s = self.image_size
+            x = np.random.default_rng(0).standard_normal((1, 3, s, s)).astype(np.float32)
+        for _ in range(warmup):
+            self.run(x)
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            self.run(x)
+            times.append((time.perf_counter() - start) * 1000.0)
+        return {"p50": round(float(np.median(times)), 3), "p95": round(float(np.percentile(times, 95)), 3)}
+
     def warmup(self, batch_sizes: Sequence[int] = (1,)) -> float:
         """Run the model once per batch size so the first real request does not pay for allocations."""
         start = time.perf_counter()

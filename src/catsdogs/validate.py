@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import pickle
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,15 +107,7 @@ def parity_check(predictor: Predictor, images: list[bytes], max_diff: float) -> 
 
 def latency_check(predictor: Predictor, image: bytes, budget_ms: float, runs: int = 100) -> Check:
     """Model-only, batch-1 p50 on the served backend."""
-    x = predictor.preprocess(image)[np.newaxis]
-    for _ in range(5):
-        predictor.run(x)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        predictor.run(x)
-        times.append((time.perf_counter() - t) * 1000)
-    p50 = float(np.median(times))
+    p50 = predictor.latency_ms(predictor.preprocess(image)[np.newaxis], runs=runs)["p50"]
     return Check("latency", p50 <= budget_ms, f"single-image p50 {p50:.2f} ms vs budget {budget_ms} ms")
 
 
