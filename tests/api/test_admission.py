@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 from apihelpers import RED, RunSpy, encode, solid
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+
+from support import wait_until
 
 ClientFactory = Callable[..., TestClient]
 
@@ -22,29 +25,39 @@ def _shed_total(client: TestClient) -> float:
     raise AssertionError("catsdogs_requests_shed_total is not exported")
 
 
-def test_requests_beyond_the_bound_get_503_with_retry_after(make_client: ClientFactory) -> None:
-    client = make_client(max_pending_requests=2, max_queue_wait_s=30)
+IMAGE = encode(solid(RED), "PNG")
+
+
+def _post(client: TestClient) -> httpx.Response:
+    return client.post("/predict", files={"file": ("a.png", IMAGE, "image/png")})
+
+
+@contextlib.contextmanager
+def two_requests_held_in_the_model(client: TestClient) -> Iterator[list[httpx.Response]]:
+    """Two /predict requests that stay inside the model run until the block ends; yields their answers."""
     predictor = client.app.state.service.predictor  # type: ignore[attr-defined]
     gate = threading.Event()
-    spy = RunSpy(predictor.session, gate)
-    predictor.session = spy
-    image = encode(solid(RED), "PNG")
+    predictor.session = RunSpy(predictor.session, gate)
     results: list[httpx.Response] = []
-
-    def post() -> None:
-        results.append(client.post("/predict", files={"file": ("a.png", image, "image/png")}))
-
-    held = [threading.Thread(target=post) for _ in range(2)]
+    held = [threading.Thread(target=lambda: results.append(_post(client))) for _ in range(2)]
     try:
         for t in held:
             t.start()
-        deadline = time.monotonic() + 20  # both requests admitted: one in the model, one waiting or running
-        while _pending(client) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert _pending(client) == 2
+        yield results
+    finally:
+        gate.set()
+        for t in held:
+            t.join(20)
+
+
+def test_requests_beyond_the_bound_get_503_with_retry_after(make_client: ClientFactory) -> None:
+    client = make_client(max_pending_requests=2, max_queue_wait_s=30)
+    with two_requests_held_in_the_model(client) as results:
+        # both requests admitted: one in the model, one waiting or running
+        wait_until(lambda: _pending(client) == 2, "both held requests to be admitted", timeout=20)
         assert _shed_total(client) == 0
         start = time.monotonic()
-        shed = client.post("/predict", files={"file": ("a.png", image, "image/png")})
+        shed = _post(client)
         assert shed.status_code == 503
         assert shed.headers["retry-after"] == "1"
         assert "overloaded" in shed.text
@@ -52,13 +65,8 @@ def test_requests_beyond_the_bound_get_503_with_retry_after(make_client: ClientF
         for probe in ("/health", "/ready", "/metrics"):  # never shed
             assert client.get(probe).status_code == 200, probe
         assert _shed_total(client) == 1
-    finally:
-        gate.set()
-        for t in held:
-            t.join(20)
     assert [r.status_code for r in results] == [200, 200]
-    after = client.post("/predict", files={"file": ("a.png", image, "image/png")})
-    assert after.status_code == 200  # the slot is given back
+    assert _post(client).status_code == 200  # the slot is given back
 
 
 def _pending(client: TestClient) -> int:
@@ -74,30 +82,12 @@ def _pending(client: TestClient) -> int:
 def test_a_request_that_waits_too_long_for_the_model_is_shed(make_client: ClientFactory) -> None:
     # 64 threads per run: the limiter has the minimum of 2 inference slots, whatever the machine.
     client = make_client(max_queue_wait_s=0.3, inference_threads=64)
-    predictor = client.app.state.service.predictor  # type: ignore[attr-defined]
-    gate = threading.Event()
-    predictor.session = RunSpy(predictor.session, gate)
-    image = encode(solid(RED), "PNG")
-    results: list[httpx.Response] = []
-
-    def post() -> None:
-        results.append(client.post("/predict", files={"file": ("a.png", image, "image/png")}))
-
-    held = [threading.Thread(target=post) for _ in range(2)]
-    try:
-        for t in held:
-            t.start()
-        limiter = client.app.state.service.limiter  # type: ignore[attr-defined]
-        deadline = time.monotonic() + 20
-        while limiter.borrowed_tokens < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert limiter.borrowed_tokens == 2  # both slots taken by requests held in the model
-        waited = client.post("/predict", files={"file": ("a.png", image, "image/png")})
+    limiter = client.app.state.service.limiter  # type: ignore[attr-defined]
+    with two_requests_held_in_the_model(client) as results:
+        # both slots taken by requests held in the model
+        wait_until(lambda: limiter.borrowed_tokens == 2, "both inference slots to be taken", timeout=20)
+        waited = _post(client)
         assert waited.status_code == 503 and "overloaded" in waited.text
         assert waited.headers["retry-after"] == "1"
         assert _shed_total(client) == 1
-    finally:
-        gate.set()
-        for t in held:
-            t.join(20)
     assert [r.status_code for r in results] == [200, 200]
