@@ -20,9 +20,11 @@ import numpy as np
 import torch
 
 from catsdogs import __version__
+from catsdogs.backends import available, open_session
 from catsdogs.calibrate import Calibration
 from catsdogs.checkpoint import load_model
 from catsdogs.config import Params
+from catsdogs.cpus import available_cpus
 from catsdogs.data import ensure_prepared, load_splits
 from catsdogs.inference import serving_model
 from catsdogs.metrics import softmax
@@ -66,13 +68,7 @@ def export_onnx(model: torch.nn.Module, path: Path, image_size: int, opset: int)
 
 
 def ort_session(path: Path, threads: int | None = None) -> Any:
-    import onnxruntime as ort
-
-    from catsdogs.cpus import available_cpus
-    from catsdogs.predictor import session_options
-
-    opts = session_options(threads or available_cpus())
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return open_session("onnx", path, threads or available_cpus())
 
 
 def ort_proba(session: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -143,17 +139,16 @@ def run_export(params: Params, *, checkpoint: Path | None = None, output_dir: Pa
     graph = serving_model(model, temperature=cal.temperature, tta=params.inference.tta, bank=cal.bank())
     outputs = export_onnx(graph, onnx_path, cfg.image_size, params.export.opset)
     report = check_fp32(graph, onnx_path, x, labels, cfg.image_size)
-    int8_kept = False
     if params.export.quantize:
         train_px = splits["train"].pixels
         step = max(1, len(train_px) // params.export.calibration_images)
         pick = np.ascontiguousarray(train_px[::step][: params.export.calibration_images])
         x_calib = to_input.batch(torch.from_numpy(pick)).numpy()
-        int8_kept = try_int8(onnx_path, int8_path, x_calib, x, labels, report, params.export.int8_max_accuracy_drop)
+        try_int8(onnx_path, int8_path, x_calib, x, labels, report, params.export.int8_max_accuracy_drop)
     else:
         int8_path.unlink(missing_ok=True)
-    lat = report["latency_ms"]
-    default_backend = "onnx-int8" if int8_kept and lat["onnx-int8"]["p50"] < lat["onnx"]["p50"] else "onnx"
+    check_openvino(onnx_path, x, report, cfg.image_size, params.gate.max_parity_diff)
+    default_backend = fastest_backend(report)
     meta = bundle_meta(params, ckpt, cfg, cal, model, report, outputs, out, default_backend)
     (out / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
     _log_bundle(meta, out)
@@ -176,6 +171,28 @@ def check_fp32(
         "onnx": {"val_accuracy": acc["val"], "accuracy": acc["test"], "max_prob_diff_vs_torch": parity},
         "latency_ms": {"onnx": latency_ms(fp32, size)},
     }
+
+
+def check_openvino(
+    onnx_path: Path, x: dict[str, np.ndarray], report: dict[str, Any], size: int, max_diff: float
+) -> None:
+    """OpenVINO on the fp32 ONNX file: its parity with ONNX Runtime on val and test, and its latency."""
+    if not available("openvino"):
+        log.info("openvino is not installed: the bundle's default backend is chosen among ONNX Runtime ones")
+        return
+    ov, fp32 = open_session("openvino", onnx_path, available_cpus()), ort_session(onnx_path)
+    diff = max(float(np.abs(ort_proba(ov, x[s]) - ort_proba(fp32, x[s])).max()) for s in x)
+    report["openvino"] = {"max_prob_diff_vs_onnx": diff, "parity": diff <= max_diff}
+    report["latency_ms"]["openvino"] = latency_ms(ov, size)
+    log.info("OpenVINO: max |p_openvino - p_onnx| = %.2e, p50 %.2f ms", diff, report["latency_ms"]["openvino"]["p50"])
+
+
+def fastest_backend(report: dict[str, Any]) -> str:
+    """The backend with the lowest p50 among those that kept the fp32 model's answers (INT8 kept, OV parity)."""
+    ok = {"onnx": True, "onnx-int8": report.get("int8", {}).get("kept", False)}
+    ok["openvino"] = report.get("openvino", {}).get("parity", False)
+    lat = report["latency_ms"]
+    return min((b for b in lat if ok.get(b)), key=lambda b: lat[b]["p50"])
 
 
 def try_int8(

@@ -1,10 +1,11 @@
-"""Inference on an exported model bundle with onnxruntime: the one class behind the API and `catsdogs predict`.
+"""Inference on an exported model bundle: the one class behind the API and `catsdogs predict`.
 
 A bundle is a directory with ``model.json`` (metadata + preprocessing), ``model.onnx`` and optionally
-``model.int8.onnx``. ``Predictor.load`` also accepts an MLflow registry URI (``models:/catsdogs@champion``);
+``model.int8.onnx``, run by ONNX Runtime or OpenVINO (``catsdogs.backends``).
+``Predictor.load`` also accepts an MLflow registry URI (``models:/catsdogs@champion``);
 mlflow is imported only then, because the serving image does not ship it.
 
-Threading: one ``InferenceSession`` per predictor. ``session.run`` releases the GIL and is thread-safe,
+Threading: one session per predictor. ``session.run`` releases the GIL and is thread-safe,
 so callers may use a predictor from several threads; the intra-op pool is sized from the cgroup CPU
 quota (not the host's core count, which a container does not own) and does not spin when idle.
 """
@@ -22,8 +23,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import onnxruntime as ort
 
+from catsdogs.backends import BACKEND_FILES, BackendUnavailable, Session, available, open_session
 from catsdogs.cpus import available_cpus, cgroup_cpu_limit
 from catsdogs.transforms import (
     DEFAULT_MAX_PIXELS,
@@ -35,9 +36,8 @@ from catsdogs.transforms import (
 
 log = logging.getLogger(__name__)
 
-Backend = Literal["auto", "onnx", "onnx-int8"]
-BACKENDS: tuple[str, ...] = ("auto", "onnx", "onnx-int8")
-_BACKEND_FILE_KEY = {"onnx": "onnx", "onnx-int8": "onnx_int8"}
+Backend = Literal["auto", "onnx", "onnx-int8", "openvino"]
+BACKENDS: tuple[str, ...] = ("auto", *BACKEND_FILES)
 PET_OUTPUT = "pet_score"  # the bundle's optional second output: "is this a cat or a dog at all"
 
 
@@ -111,7 +111,7 @@ def read_bundle_meta(bundle_dir: Path) -> dict[str, Any]:
 def bundle_digest(bundle_dir: Path, meta: dict[str, Any]) -> str:
     """sha256 over the bundle's served model files (name + content): its identity in any registry."""
     h = hashlib.sha256()
-    for key in sorted(_BACKEND_FILE_KEY.values()):
+    for key in sorted({key for _, key in BACKEND_FILES.values()}):
         name = meta["files"].get(key)
         if name:
             h.update(name.encode() + b"\0" + hashlib.sha256((bundle_dir / name).read_bytes()).digest())
@@ -173,6 +173,22 @@ def resolve_model_uri(model: str | Path) -> Path:
         raise ModelLoadError(f"cannot resolve {text} in the MLflow registry: {exc}") from exc
     log.info("resolved %s to run %s (version %s)", text, version.run_id, version.version)
     return Path(path)
+
+
+def choose_backend(meta: dict[str, Any], backend: str) -> str:
+    """``backend``, or for ``auto`` the bundle's ``default_backend`` when its file and runtime are here."""
+    if backend != "auto":
+        return backend
+    chosen = str(meta.get("default_backend") or "onnx")
+    if chosen not in BACKEND_FILES:
+        raise ModelLoadError(f"model.json default_backend {chosen!r} is not one of {', '.join(BACKEND_FILES)}")
+    if not meta["files"].get(BACKEND_FILES[chosen][1]):
+        log.warning("bundle default backend %s has no model file; using fp32 onnx", chosen)
+        return "onnx"
+    if not available(chosen):
+        log.warning("bundle default backend %s is not installed here; using fp32 onnx", chosen)
+        return "onnx"
+    return chosen
 
 
 # --- bundle validation ------------------------------------------------------------------------------------
@@ -246,7 +262,7 @@ def _check_preprocess(cfg: PreprocessConfig) -> list[str]:
     return problems
 
 
-def _check_io(session: ort.InferenceSession, cfg: PreprocessConfig) -> list[str]:
+def _check_io(session: Session, cfg: PreprocessConfig) -> list[str]:
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1 or not outputs:
         return [f"the model has {len(inputs)} inputs and {len(outputs)} outputs; expected 1 image input, 1 output"]
@@ -269,7 +285,7 @@ def _check_io(session: ort.InferenceSession, cfg: PreprocessConfig) -> list[str]
     return problems
 
 
-def validate_bundle(meta: dict[str, Any], session: ort.InferenceSession, model_file: Path) -> None:
+def validate_bundle(meta: dict[str, Any], session: Session, model_file: Path) -> None:
     """Check everything a request relies on, so that a bad bundle fails its load instead of every request.
 
     Preprocessing fields, input shape against ``image_size``, outputs against ``class_names``, the opset,
@@ -291,7 +307,7 @@ def validate_bundle(meta: dict[str, Any], session: ort.InferenceSession, model_f
         probe = np.zeros((1, 3, size, size), dtype=np.float32)
         try:
             (logits,) = session.run([session.get_outputs()[0].name], {session.get_inputs()[0].name: probe})
-        except Exception as exc:  # onnxruntime's own error types
+        except Exception as exc:  # the runtime's own error types
             problems.append(f"a probe run of the model failed: {exc}")
         else:
             if logits.shape != (1, len(cfg.class_names)):
@@ -305,21 +321,6 @@ def validate_bundle(meta: dict[str, Any], session: ort.InferenceSession, model_f
         raise ModelLoadError("invalid model bundle: " + "; ".join(problems))
 
 
-def session_options(threads: int) -> ort.SessionOptions:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Spinning threads burn the CPU between requests, which steals it from other workers/pods.
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    so.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    # Denormals make CPU convolutions 10-100x slower and change nothing in the probabilities.
-    so.add_session_config_entry("session.set_denormal_as_zero", "1")
-    so.log_severity_level = 3
-    return so
-
-
 @dataclass
 class Predictor:
     """A loaded, ready-to-run model bundle. Build it with ``Predictor.load``."""
@@ -328,7 +329,7 @@ class Predictor:
     meta: dict[str, Any]
     backend: str
     threads: int
-    session: ort.InferenceSession
+    session: Session
     max_image_pixels: int = DEFAULT_MAX_PIXELS
     source: str = ""
     loaded_at: float = field(default_factory=time.time)
@@ -360,15 +361,8 @@ class Predictor:
             raise ModelLoadError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         bundle_dir = resolve_model_uri(model)
         meta = read_bundle_meta(bundle_dir)
-        chosen = backend
-        if chosen == "auto":
-            chosen = str(meta.get("default_backend") or "onnx")
-            if chosen not in _BACKEND_FILE_KEY:
-                raise ModelLoadError(f"model.json default_backend {chosen!r} is not one of onnx, onnx-int8")
-            if not meta["files"].get(_BACKEND_FILE_KEY[chosen]):
-                log.warning("bundle default backend %s has no model file; using fp32 onnx", chosen)
-                chosen = "onnx"
-        filename = meta["files"].get(_BACKEND_FILE_KEY[chosen])
+        chosen = choose_backend(meta, backend)
+        filename = meta["files"].get(BACKEND_FILES[chosen][1])
         if not filename:
             raise ModelLoadError(f"backend {chosen} requested but the bundle {bundle_dir} has no such model file")
         model_file = bundle_dir / filename
@@ -376,11 +370,11 @@ class Predictor:
             raise ModelLoadError(f"{model_file} is missing from the bundle")
         n_threads = threads if threads > 0 else available_cpus()
         try:
-            session = ort.InferenceSession(
-                str(model_file), sess_options=session_options(n_threads), providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
-            raise ModelLoadError(f"onnxruntime cannot load {model_file}: {exc}") from exc
+            session = open_session(chosen, model_file, n_threads)
+        except BackendUnavailable as exc:
+            raise ModelLoadError(str(exc)) from exc
+        except Exception as exc:  # each runtime raises its own Fail/InvalidGraph/... types
+            raise ModelLoadError(f"{BACKEND_FILES[chosen][0]} cannot load {model_file}: {exc}") from exc
         validate_bundle(meta, session, model_file)
         log.info("loaded %s (%s, version %s, %d threads)", model_file, chosen, meta.get("version"), n_threads)
         return cls(

@@ -149,6 +149,17 @@ def test_the_bundle_has_a_pet_score_and_its_threshold(meta, predictor, sample_pr
     assert rejected <= expected + 2 * math.sqrt(expected) + 1  # Poisson count: two standard deviations, plus one
 
 
+@pytest.mark.parametrize("backend", ["onnx", "openvino"])
+def test_every_backend_serves_the_same_answers(predictor, sample_predictions, test_split_sample, backend):
+    """The thresholds were fitted on ONNX Runtime's fp32 scores: a backend the bundle may default to keeps them."""
+    other = Predictor.load(MODELS_DIR, backend=backend)
+    images = [d for d, _ in test_split_sample[:64]]
+    for mine, served in zip(_predict(other, images), sample_predictions, strict=False):
+        assert mine.label == served.label and mine.is_cat_or_dog == served.is_cat_or_dog
+        assert mine.confidence == pytest.approx(served.confidence, abs=1e-4)
+        assert mine.pet_score == pytest.approx(served.pet_score, abs=1e-4)
+
+
 def _not_pets() -> dict[str, bytes]:
     rng = np.random.default_rng(0)
     text = Image.new("RGB", (400, 300), "white")

@@ -26,7 +26,9 @@ ModelOpt = Annotated[
     str | None,
     typer.Option("--model", "-m", help="Bundle directory or MLflow URI (models:/catsdogs@champion). Default: models/."),
 ]
-BackendOpt = Annotated[str | None, typer.Option(help="auto | onnx | onnx-int8 (auto: the bundle's default).")]
+BackendOpt = Annotated[
+    str | None, typer.Option(help="auto | onnx | onnx-int8 | openvino (auto: the bundle's default).")
+]
 
 
 def _normalise_model(model: str) -> str:

@@ -1,0 +1,116 @@
+"""catsdogs.backends: OpenVINO beside ONNX Runtime, the same answers, choice and fallback."""
+
+from __future__ import annotations
+
+import json
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from apihelpers import IMAGE_SIZE, write_tiny_bundle
+
+from catsdogs import predictor as predictor_mod
+from catsdogs.export import fastest_backend
+from catsdogs.predictor import ModelLoadError, Predictor
+
+
+def _inputs(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, 3, IMAGE_SIZE, IMAGE_SIZE)).astype(np.float32)
+
+
+def test_openvino_gives_onnx_runtime_answers(tiny_bundle: Path) -> None:
+    ort_p = Predictor.load(tiny_bundle, backend="onnx")
+    ov_p = Predictor.load(tiny_bundle, backend="openvino", threads=1)
+    assert ov_p.backend == "openvino" and ov_p.info()["backend"] == "openvino"
+    x = _inputs(5)  # a batch: the ONNX file's batch dimension stays dynamic in OpenVINO
+    p_ort, _ = ort_p.run(x)
+    p_ov, _ = ov_p.run(x)
+    assert p_ov.shape == (5, 2)
+    np.testing.assert_allclose(p_ov, p_ort, atol=1e-5)
+    assert not np.allclose(p_ov[0], p_ov[1])  # the inputs differ, so do the answers
+
+
+def test_openvino_reports_the_model_io_like_onnx_runtime(tiny_bundle: Path) -> None:
+    session = Predictor.load(tiny_bundle, backend="openvino").session
+    (inp,) = session.get_inputs()
+    assert inp.name == "input" and inp.type == "tensor(float)"
+    assert inp.shape[1:] == [3, IMAGE_SIZE, IMAGE_SIZE] and isinstance(inp.shape[0], str)  # symbolic batch
+    assert [o.name for o in session.get_outputs()] == ["logits"]
+
+
+def test_openvino_is_safe_from_several_threads(tiny_bundle: Path) -> None:
+    """The API runs the model from a thread pool: each thread must get its own input's answer."""
+    ov_p = Predictor.load(tiny_bundle, backend="openvino", threads=1)
+    ort_p = Predictor.load(tiny_bundle, backend="onnx")
+    xs = [_inputs(1, seed) for seed in range(40)]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda x: ov_p.run(x)[0], xs))
+    for x, p in zip(xs, got, strict=True):
+        np.testing.assert_allclose(p, ort_p.run(x)[0], atol=1e-5)
+
+
+def test_openvino_threads_follow_the_setting(tiny_bundle: Path) -> None:
+    p = Predictor.load(tiny_bundle, backend="openvino", threads=1)
+    assert p.threads == 1
+    assert int(p.session._compiled.get_property("INFERENCE_NUM_THREADS")) == 1
+
+
+def test_auto_uses_the_bundles_openvino_default(tmp_path: Path) -> None:
+    bundle = write_tiny_bundle(tmp_path / "b", default_backend="openvino")
+    assert Predictor.load(bundle).backend == "openvino"
+
+
+def test_auto_falls_back_to_onnx_runtime_without_openvino(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bundle = write_tiny_bundle(tmp_path / "b", default_backend="openvino")
+    monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` raises ImportError
+    assert Predictor.load(bundle).backend == "onnx"
+    with pytest.raises(ModelLoadError, match="needs the openvino package"):
+        Predictor.load(bundle, backend="openvino")
+
+
+def test_an_unknown_default_backend_is_a_clear_error(tmp_path: Path) -> None:
+    bundle = write_tiny_bundle(tmp_path / "b")
+    meta = json.loads((bundle / "model.json").read_text())
+    (bundle / "model.json").write_text(json.dumps(meta | {"default_backend": "tensorrt"}))
+    with pytest.raises(ModelLoadError, match="default_backend 'tensorrt' is not one of onnx, onnx-int8, openvino"):
+        Predictor.load(bundle)
+
+
+def test_a_bad_bundle_fails_its_load_on_openvino_too(tmp_path: Path) -> None:
+    bundle = write_tiny_bundle(tmp_path / "b")
+    meta = json.loads((bundle / "model.json").read_text())
+    meta["preprocess"]["class_names"] = ["cat", "dog", "rabbit"]
+    (bundle / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelLoadError, match="does not match"):
+        Predictor.load(bundle, backend="openvino")
+
+
+def test_a_corrupt_model_file_names_the_runtime(tmp_path: Path) -> None:
+    bundle = write_tiny_bundle(tmp_path / "b")
+    (bundle / "model.onnx").write_bytes(b"not an onnx file")
+    with pytest.raises(ModelLoadError, match="openvino cannot load"):
+        Predictor.load(bundle, backend="openvino")
+
+
+@pytest.mark.parametrize(
+    ("report", "expected"),
+    [
+        # OpenVINO fastest and with parity: chosen
+        ({"openvino": {"parity": True}, "latency_ms": {"onnx": {"p50": 9.0}, "openvino": {"p50": 6.0}}}, "openvino"),
+        # fastest but its answers differ: never chosen
+        ({"openvino": {"parity": False}, "latency_ms": {"onnx": {"p50": 9.0}, "openvino": {"p50": 6.0}}}, "onnx"),
+        # slower: not chosen
+        ({"openvino": {"parity": True}, "latency_ms": {"onnx": {"p50": 5.0}, "openvino": {"p50": 6.0}}}, "onnx"),
+        # INT8 fastest but discarded on val accuracy
+        ({"int8": {"kept": False}, "latency_ms": {"onnx": {"p50": 9.0}, "onnx-int8": {"p50": 3.0}}}, "onnx"),
+        ({"int8": {"kept": True}, "latency_ms": {"onnx": {"p50": 9.0}, "onnx-int8": {"p50": 3.0}}}, "onnx-int8"),
+    ],
+)
+def test_export_picks_the_fastest_backend_that_keeps_the_answers(report: dict, expected: str) -> None:
+    assert fastest_backend(report) == expected
+
+
+def test_available_backends_are_the_ones_documented() -> None:
+    assert predictor_mod.BACKENDS == ("auto", "onnx", "onnx-int8", "openvino")
