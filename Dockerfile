@@ -1,4 +1,4 @@
-# Serving image of catsdogs: FastAPI + ONNX Runtime, no torch / MLflow / DVC.
+# Serving image of catsdogs: FastAPI + the bundle's model runtime (OpenVINO or ONNX Runtime), no torch / MLflow / DVC.
 # Build:  make docker-build   (or: docker build -t catsdogs-api .)
 # Run:    make docker-run     (or: docker run -p 8000:8000 catsdogs-api)
 # Works on python:3.11-slim and on any Debian-like base with python3 + venv (the offline
@@ -14,18 +14,26 @@ WORKDIR /build
 RUN python3 -m venv /opt/venv
 
 # Dependencies get their own layer, so code edits reuse it: the base dependencies of
-# pyproject.toml (no extras), pinned by the lock file.
+# pyproject.toml (no extras), pinned by the lock file, with only the model runtime the bundle
+# defaults to (scripts/docker/serve-requirements.py). `pip check` covers them; the catsdogs wheel
+# goes in without deps because its metadata lists both runtimes.
 COPY pyproject.toml ./
 COPY requirements/lock.txt requirements/lock.txt
-RUN python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > requirements-serve.txt \
-    && /opt/venv/bin/pip install --no-cache-dir -r requirements-serve.txt -c requirements/lock.txt
+COPY scripts/docker/serve-requirements.py models/model.json ./
+RUN python3 serve-requirements.py pyproject.toml model.json > requirements-serve.txt \
+    && /opt/venv/bin/pip install --no-cache-dir -r requirements-serve.txt -c requirements/lock.txt \
+    && /opt/venv/bin/pip check
+# OpenVINO's wheel also carries GPU/NPU plugins, C++ headers and TensorFlow/PaddlePaddle/PyTorch/JAX/GGUF
+# frontends (~60 MB); the server compiles ONNX files for the CPU only (tests/docker checks it runs).
+RUN ov="$(echo /opt/venv/lib/python3*/site-packages/openvino)" \
+    && rm -rf "$ov/include" "$ov/libs/cache.json" "$ov"/libs/libopenvino_intel_[gn]pu_plugin.so \
+        "$ov"/libs/libopenvino_*tensorflow* "$ov"/libs/libopenvino_paddle* "$ov"/libs/libopenvino_pytorch* \
+        "$ov"/libs/libopenvino_jax* "$ov"/libs/libopenvino_gguf*
 
 COPY src/ src/
 # pip leaves with its job done: no package installer in the serving image.
 RUN /opt/venv/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
     && /opt/venv/bin/pip install --no-cache-dir --no-deps /wheels/catsdogs-*.whl \
-    && /opt/venv/bin/pip check \
     && /opt/venv/bin/pip uninstall --yes --quiet pip setuptools
 
 # The shipped model bundle, world-readable whatever the permissions in the checkout were

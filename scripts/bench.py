@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import signal
 import socket
 import subprocess
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import httpx
 
+from catsdogs.cpus import cpu_name
 from catsdogs.paths import MODELS_DIR, PROJECT_ROOT, SHARED_DATA_DIR
 from catsdogs.transforms import IMAGE_SUFFIXES
 
@@ -388,7 +388,7 @@ def main() -> None:
     meta = json.loads((model / "model.json").read_text())
     print(
         f"model {meta.get('version')} ({meta.get('architecture')}, {meta['preprocess']['image_size']}px), "
-        f"{len(images)} images from {args.images}, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}",
+        f"{len(images)} images from {args.images}, {os.cpu_count()} CPUs, {cpu_name()}",
         flush=True,
     )
     env = {**os.environ, "CATSDOGS_LOG_LEVEL": "WARNING", "CATSDOGS_INFERENCE_THREADS": str(args.threads)}

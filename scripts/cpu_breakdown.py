@@ -10,13 +10,13 @@ Usage: python scripts/cpu_breakdown.py [--model models] [--images ../shared/data
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 
 from catsdogs.backends import available
+from catsdogs.cpus import cpu_name
 from catsdogs.paths import MODELS_DIR, SHARED_DATA_DIR
 from catsdogs.predictor import Predictor
 from catsdogs.transforms import load_image
@@ -29,13 +29,6 @@ def cpu_ms(fn, items: list, repeat: int) -> float:
         for item in items:
             fn(item)
     return (time.process_time() - start) * 1000 / (repeat * len(items))
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -53,7 +46,7 @@ def main() -> None:
     inputs = [first.preprocess(data)[np.newaxis] for data in files]
     for p in predictors.values():
         p.warmup()
-    print(f"{len(files)} images, {first.meta.get('architecture')} {size}px, {args.threads} thread(s), {cpu_model()}")
+    print(f"{len(files)} images, {first.meta.get('architecture')} {size}px, {args.threads} thread(s), {cpu_name()}")
     rows = [
         ("decode (JPEG draft) + RGB", cpu_ms(lambda d: load_image(d, target_size=size), files, args.repeat)),
         ("decode + resize + normalise", cpu_ms(first.preprocess, files, args.repeat)),

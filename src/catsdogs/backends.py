@@ -1,6 +1,7 @@
 """Model runtimes behind ``Predictor``: ONNX Runtime and OpenVINO, behind ONNX Runtime's session interface.
 
-Both read the bundle's ONNX files, so a backend is (runtime, file). OpenVINO is Intel's CPU runtime; it
+Both read the bundle's ONNX files, so a backend is (runtime, file). Each runtime is imported only when
+used: the serving image ships just the one its bundle defaults to (Dockerfile). OpenVINO is Intel's CPU runtime; it
 folds the graph's shape arithmetic and runs the depthwise EfficientNet ~1.5x faster than ONNX Runtime
 on the CPUs measured (README "Inference backends"). ``OpenVINOSession`` exposes the three methods the
 predictor and the bundle checks use (``get_inputs``, ``get_outputs``, ``run``), so nothing else knows
@@ -12,10 +13,12 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import onnxruntime as ort
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 # backend name -> (runtime, model.json ``files`` key of the ONNX file it runs)
 BACKEND_FILES: dict[str, tuple[str, str]] = {
@@ -29,6 +32,14 @@ class BackendUnavailable(RuntimeError):
     """The runtime a backend needs is not installed."""
 
 
+def _import_onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise BackendUnavailable("the onnx backends need the onnxruntime package (pip install onnxruntime)") from exc
+    return onnxruntime
+
+
 class Session(Protocol):
     def get_inputs(self) -> list[Any]: ...
     def get_outputs(self) -> list[Any]: ...
@@ -36,6 +47,7 @@ class Session(Protocol):
 
 
 def session_options(threads: int) -> ort.SessionOptions:
+    ort = _import_onnxruntime()
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
@@ -107,15 +119,14 @@ def open_session(backend: str, model_file: Path, threads: int) -> Session:
     if runtime == "openvino":
         return OpenVINOSession(model_file, threads)
     options = session_options(threads)
-    return ort.InferenceSession(str(model_file), sess_options=options, providers=["CPUExecutionProvider"])
+    return _import_onnxruntime().InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
 
 
 def available(backend: str) -> bool:
-    """Whether ``backend``'s runtime is installed (ONNX Runtime always is)."""
-    if BACKEND_FILES[backend][0] != "openvino":
-        return True
+    """Whether ``backend``'s runtime is installed."""
+    runtime = BACKEND_FILES[backend][0]
     try:
-        import openvino  # noqa: F401
+        __import__(runtime)
     except ImportError:
         return False
     return True

@@ -39,3 +39,12 @@ def available_cpus(root: Path = CGROUP_ROOT) -> int:
         # Rounding down: 1.5 CPUs run 1 busy thread without throttling, 2 threads get throttled.
         cpus = min(cpus, max(1, math.floor(limit)))
     return max(1, cpus)
+
+
+def cpu_name() -> str:
+    """The CPU model (``/proc/cpuinfo``), printed beside every latency: numbers differ ~3x between hosts."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return "unknown CPU"
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown CPU")

@@ -176,19 +176,19 @@ def resolve_model_uri(model: str | Path) -> Path:
 
 
 def choose_backend(meta: dict[str, Any], backend: str) -> str:
-    """``backend``, or for ``auto`` the bundle's ``default_backend`` when its file and runtime are here."""
+    """``backend``, or for ``auto`` the bundle's ``default_backend`` when its file and runtime are here,
+    else the fp32 file on an installed runtime."""
     if backend != "auto":
         return backend
     chosen = str(meta.get("default_backend") or "onnx")
     if chosen not in BACKEND_FILES:
         raise ModelLoadError(f"model.json default_backend {chosen!r} is not one of {', '.join(BACKEND_FILES)}")
-    if not meta["files"].get(BACKEND_FILES[chosen][1]):
-        log.warning("bundle default backend %s has no model file; using fp32 onnx", chosen)
-        return "onnx"
-    if not available(chosen):
-        log.warning("bundle default backend %s is not installed here; using fp32 onnx", chosen)
-        return "onnx"
-    return chosen
+    if meta["files"].get(BACKEND_FILES[chosen][1]) and available(chosen):
+        return chosen
+    # The fp32 file runs on either runtime: whichever is installed (the serving image ships one).
+    fallback = next((b for b in ("onnx", "openvino") if available(b)), "onnx")
+    log.warning("bundle default backend %s has no model file or runtime here; using %s (fp32)", chosen, fallback)
+    return fallback
 
 
 # --- bundle validation ------------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ def test_openvino_reports_the_model_io_like_onnx_runtime(tiny_bundle: Path) -> N
 
 def test_openvino_is_safe_from_several_threads(tiny_bundle: Path) -> None:
     """The API runs the model from a thread pool: each thread must get its own input's answer."""
-    ov_p = Predictor.load(tiny_bundle, backend="openvino", threads=1)
+    ov_p = Predictor.load(tiny_bundle, backend="openvino", threads=2)
     ort_p = Predictor.load(tiny_bundle, backend="onnx")
     xs = [_inputs(1, seed) for seed in range(40)]
     with ThreadPoolExecutor(4) as pool:
@@ -68,6 +68,17 @@ def test_auto_falls_back_to_onnx_runtime_without_openvino(tmp_path: Path, monkey
     assert Predictor.load(bundle).backend == "onnx"
     with pytest.raises(ModelLoadError, match="needs the openvino package"):
         Predictor.load(bundle, backend="openvino")
+
+
+def test_without_onnxruntime_the_fp32_file_runs_on_openvino(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The serving image ships only the runtime its bundle defaults to: any fp32 bundle still loads."""
+    bundle = write_tiny_bundle(tmp_path / "b", default_backend="onnx")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    p = Predictor.load(bundle)
+    assert p.backend == "openvino"
+    assert p.run(_inputs(2))[0].shape == (2, 2)
+    with pytest.raises(ModelLoadError, match="need the onnxruntime package"):
+        Predictor.load(bundle, backend="onnx")
 
 
 def test_an_unknown_default_backend_is_a_clear_error(tmp_path: Path) -> None:

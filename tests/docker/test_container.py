@@ -276,7 +276,8 @@ def test_image_size(
 def test_image_holds_only_the_serving_runtime(image: dict[str, Any], docker: Docker) -> None:
     probe = (
         "import importlib.util, json, shutil; "
-        "mods = ['torch', 'mlflow', 'dvc', 'onnx', 'pip', 'onnxruntime', 'fastapi', 'uvicorn', 'catsdogs.serve']; "
+        "mods = ['torch', 'mlflow', 'dvc', 'onnx', 'pip', 'onnxruntime', 'openvino', 'fastapi', 'uvicorn', "
+        "'catsdogs.serve']; "
         "tools = ['gcc', 'cc', 'g++', 'make', 'curl']; "
         "print(json.dumps({'mods': {m: importlib.util.find_spec(m.split('.')[0]) is not None for m in mods}, "
         "'tools': {t: shutil.which(t) for t in tools}}))"
@@ -286,7 +287,15 @@ def test_image_holds_only_the_serving_runtime(image: dict[str, Any], docker: Doc
     assert {m: found["mods"][m] for m in ("torch", "mlflow", "dvc", "onnx", "pip")} == dict.fromkeys(
         ("torch", "mlflow", "dvc", "onnx", "pip"), False
     )
-    assert all(found["mods"][m] for m in ("onnxruntime", "fastapi", "uvicorn", "catsdogs.serve")), found
+    assert all(found["mods"][m] for m in ("fastapi", "uvicorn", "catsdogs.serve")), found
+    # one model runtime: the one the bundle defaults to (scripts/docker/serve-requirements.py)
+    runtime = (
+        "openvino"
+        if json.loads((MODELS_DIR / "model.json").read_text())["default_backend"] == "openvino"
+        else "onnxruntime"
+    )
+    assert found["mods"][runtime], found
+    assert not found["mods"][({"openvino", "onnxruntime"} - {runtime}).pop()], found
     assert found["tools"] == dict.fromkeys(found["tools"]), f"build tools in the serving image: {found['tools']}"
 
 
@@ -302,6 +311,9 @@ def test_health_and_ready(container: Container) -> None:
     ready = httpx.get(f"{container.url}/ready", timeout=5)
     assert ready.status_code == 200, ready.text
     assert ready.json()["status"] == "ready"
+    # the runtime the bundle was exported for is in the image (a trimmed OpenVINO still compiles for the CPU)
+    default = json.loads((MODELS_DIR / "model.json").read_text())["default_backend"]
+    assert ready.json()["backend"] == default
 
 
 @pytest.mark.parametrize("label", ["cat", "dog"])
