@@ -11,6 +11,7 @@ which runtime it has.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -130,3 +131,16 @@ def available(backend: str) -> bool:
     except ImportError:
         return False
     return True
+
+
+def latency_ms(session: Session, x: np.ndarray, *, runs: int = 100, warmup: int = 5) -> dict[str, float]:
+    """Model-only latency of ``x`` through ``session``, p50/p95 in ms: a measurement, never a test."""
+    feeds = {session.get_inputs()[0].name: x}
+    for _ in range(warmup):
+        session.run(None, feeds)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        session.run(None, feeds)
+        times.append((time.perf_counter() - start) * 1000.0)
+    return {"p50": round(float(np.median(times)), 3), "p95": round(float(np.percentile(times, 95)), 3)}

@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,7 @@ import numpy as np
 import torch
 
 from catsdogs import __version__
-from catsdogs.backends import available, open_session
+from catsdogs.backends import available, latency_ms, open_session
 from catsdogs.calibrate import Calibration
 from catsdogs.checkpoint import load_model
 from catsdogs.config import Params
@@ -78,20 +76,6 @@ def ort_proba(session: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     )
 
 
-def latency_ms(session: Any, image_size: int, runs: int = 50) -> dict[str, float]:
-    """Model-only, batch-1 latency percentiles (a measurement, reported, never asserted in tests)."""
-    x = np.random.default_rng(0).standard_normal((1, 3, image_size, image_size), dtype=np.float32)
-    for _ in range(5):
-        session.run([OUTPUT], {INPUT: x})
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        session.run([OUTPUT], {INPUT: x})
-        times.append((time.perf_counter() - t) * 1000)
-    times.sort()
-    return {"p50": round(statistics.median(times), 3), "p95": round(times[int(0.95 * (len(times) - 1))], 3)}
-
-
 class _Calibration:
     """Feeds calibration batches to onnxruntime's static quantizer."""
 
@@ -138,7 +122,7 @@ def run_export(params: Params, *, checkpoint: Path | None = None, output_dir: Pa
     torch.save(model.state_dict(), out / "model.pt")  # for the PyTorch baseline and parity checks
     graph = serving_model(model, temperature=cal.temperature, tta=params.inference.tta, bank=cal.bank())
     outputs = export_onnx(graph, onnx_path, cfg.image_size, params.export.opset)
-    report = check_fp32(graph, onnx_path, x, labels, cfg.image_size)
+    report, p_onnx = check_fp32(graph, onnx_path, x, labels)
     if params.export.quantize:
         train_px = splits["train"].pixels
         step = max(1, len(train_px) // params.export.calibration_images)
@@ -147,7 +131,7 @@ def run_export(params: Params, *, checkpoint: Path | None = None, output_dir: Pa
         try_int8(onnx_path, int8_path, x_calib, x, labels, report, params.export.int8_max_accuracy_drop)
     else:
         int8_path.unlink(missing_ok=True)
-    check_openvino(onnx_path, x, report, cfg.image_size, params.gate.max_parity_diff)
+    check_openvino(onnx_path, x, p_onnx, report, params.gate.max_parity_diff)
     default_backend = fastest_backend(report)
     meta = bundle_meta(params, ckpt, cfg, cal, model, report, outputs, out, default_backend)
     (out / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -156,34 +140,36 @@ def run_export(params: Params, *, checkpoint: Path | None = None, output_dir: Pa
 
 
 def check_fp32(
-    graph: torch.nn.Module, onnx_path: Path, x: dict[str, np.ndarray], labels: dict[str, np.ndarray], size: int
-) -> dict[str, Any]:
-    """ONNX vs PyTorch parity on test images, and the fp32 accuracy on val and test."""
+    graph: torch.nn.Module, onnx_path: Path, x: dict[str, np.ndarray], labels: dict[str, np.ndarray]
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """ONNX vs PyTorch parity on test images, the fp32 accuracy on val and test, and those probabilities."""
     sample = x["test"][:256]
     with torch.no_grad():
         out = graph(torch.from_numpy(sample))
     p_torch = softmax((out[0] if isinstance(out, tuple) else out).numpy())
     fp32 = ort_session(onnx_path)
     parity = float(np.abs(ort_proba(fp32, sample) - p_torch).max())
-    acc = {s: float((ort_proba(fp32, x[s]).argmax(1) == labels[s]).mean()) for s in x}
+    probs = {s: ort_proba(fp32, x[s]) for s in x}
+    acc = {s: float((probs[s].argmax(1) == labels[s]).mean()) for s in x}
     log.info("ONNX fp32: val %.4f, test %.4f, max |p_onnx - p_torch| = %.2e", acc["val"], acc["test"], parity)
-    return {
+    report = {
         "onnx": {"val_accuracy": acc["val"], "accuracy": acc["test"], "max_prob_diff_vs_torch": parity},
-        "latency_ms": {"onnx": latency_ms(fp32, size)},
+        "latency_ms": {"onnx": latency_ms(fp32, x["test"][:1], runs=50)},
     }
+    return report, probs
 
 
 def check_openvino(
-    onnx_path: Path, x: dict[str, np.ndarray], report: dict[str, Any], size: int, max_diff: float
+    onnx_path: Path, x: dict[str, np.ndarray], p_onnx: dict[str, np.ndarray], report: dict[str, Any], max_diff: float
 ) -> None:
-    """OpenVINO on the fp32 ONNX file: its parity with ONNX Runtime on val and test, and its latency."""
+    """OpenVINO on the fp32 ONNX file: its parity with ONNX Runtime (``p_onnx``) on val and test, its latency."""
     if not available("openvino"):
         log.info("openvino is not installed: the bundle's default backend is chosen among ONNX Runtime ones")
         return
-    ov, fp32 = open_session("openvino", onnx_path, available_cpus()), ort_session(onnx_path)
-    diff = max(float(np.abs(ort_proba(ov, x[s]) - ort_proba(fp32, x[s])).max()) for s in x)
+    ov = open_session("openvino", onnx_path, available_cpus())
+    diff = max(float(np.abs(ort_proba(ov, x[s]) - p_onnx[s]).max()) for s in x)
     report["openvino"] = {"max_prob_diff_vs_onnx": diff, "parity": diff <= max_diff}
-    report["latency_ms"]["openvino"] = latency_ms(ov, size)
+    report["latency_ms"]["openvino"] = latency_ms(ov, x["test"][:1], runs=50)
     log.info("OpenVINO: max |p_openvino - p_onnx| = %.2e, p50 %.2f ms", diff, report["latency_ms"]["openvino"]["p50"])
 
 
@@ -211,7 +197,7 @@ def try_int8(
     drop = report["onnx"]["val_accuracy"] - acc["val"]
     kept = drop <= max_drop
     report["int8"] = {"val_accuracy": acc["val"], "accuracy": acc["test"], "val_accuracy_drop": drop, "kept": kept}
-    report["latency_ms"]["onnx-int8"] = latency_ms(int8, int(x_calib.shape[-1]))
+    report["latency_ms"]["onnx-int8"] = latency_ms(int8, x["test"][:1], runs=50)
     log.info("ONNX INT8: val %.4f (drop %.4f) -> %s", acc["val"], drop, "kept" if kept else "discarded")
     if not kept:
         int8_path.unlink()

@@ -7,7 +7,7 @@ mlflow is imported only then, because the serving image does not ship it.
 
 Threading: one session per predictor. ``session.run`` releases the GIL and is thread-safe,
 so callers may use a predictor from several threads; the intra-op pool is sized from the cgroup CPU
-quota (not the host's core count, which a container does not own) and does not spin when idle.
+quota (not the host's core count, which a container does not own).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from catsdogs.backends import BACKEND_FILES, BackendUnavailable, Session, available, open_session
+from catsdogs.backends import BACKEND_FILES, BackendUnavailable, Session, available, latency_ms, open_session
 from catsdogs.cpus import available_cpus, cgroup_cpu_limit
 from catsdogs.transforms import (
     DEFAULT_MAX_PIXELS,
@@ -488,14 +488,7 @@ class Predictor:
         if x is None:
             s = self.image_size
             x = np.random.default_rng(0).standard_normal((1, 3, s, s)).astype(np.float32)
-        for _ in range(warmup):
-            self.run(x)
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            self.run(x)
-            times.append((time.perf_counter() - start) * 1000.0)
-        return {"p50": round(float(np.median(times)), 3), "p95": round(float(np.percentile(times, 95)), 3)}
+        return latency_ms(self.session, x, runs=runs, warmup=warmup)
 
     def warmup(self, batch_sizes: Sequence[int] = (1,)) -> float:
         """Run the model once per batch size so the first real request does not pay for allocations."""

@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from catsdogs.cli import app
+from catsdogs.export import fastest_backend
 
 pytestmark = pytest.mark.slow
 
@@ -214,7 +215,9 @@ def test_static_int8_export_is_compared_with_fp32_on_val(private_checkpoint, tin
     assert discarded_report["int8"]["val_accuracy_drop"] == pytest.approx(int8["val_accuracy_drop"])
     assert not (discarded_dir / "model.int8.onnx").exists()
     meta = json.loads((discarded_dir / "model.json").read_text())
-    assert meta["files"]["onnx_int8"] is None and meta["default_backend"] == "onnx"
+    # a discarded INT8 file is never the default; which fp32 runtime is faster is a timing, not asserted
+    assert meta["files"]["onnx_int8"] is None and meta["default_backend"] in {"onnx", "openvino"}
+    assert meta["default_backend"] == fastest_backend(discarded_report)
 
 
 def test_tune_inference_sweeps_the_validation_split(pipeline, tiny_project, tmp_path):
