@@ -507,6 +507,28 @@ def calibrate(
 
 
 @train_command
+def distill(
+    params: ParamsOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Distil the trained model into a faster student (params.yaml `distill`) and compare the two."""
+    import json
+
+    require_training_stack("distill")
+    with _user_errors("distill", verbose):
+        p = _load(params)
+        _require_checkpoint(None, p)
+        _require_source(p.path(p.data.source), "data.source in params.yaml")
+        from catsdogs.distill import run_distill
+        from catsdogs.runtime import reexec_with_malloc_tunables
+
+        reexec_with_malloc_tunables()
+        _setup_logging(verbose)
+        report = run_distill(p)
+    typer.echo(json.dumps({k: report["student"][k] for k in ("test_accuracy", "latency_ms")}, indent=2))
+
+
+@train_command
 def robustness(
     model_dir: Annotated[Path | None, typer.Option(help="Bundle to test (default: models/).")] = None,
     output: Annotated[Path | None, typer.Option(help="Results JSON (default: reports/robustness.json).")] = None,

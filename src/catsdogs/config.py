@@ -102,6 +102,27 @@ class GateParams(_Strict):
     sample: int | None = Field(None, ge=8)  # gate on the first N test images only (quick checks)
 
 
+class DistillParams(_Strict):
+    """A faster student taught by the trained model: EfficientNet-Lite0 with one path (its ImageNet
+    features feed the linear head and the pet score) at a smaller input, head fitted on the teacher's
+    calibrated probabilities. Each list is a grid searched on val."""
+
+    image_size: int = Field(160, ge=32, le=512)
+    bank_images: int = Field(2000, ge=10)  # the student's pet-score bank (calibration.bank_images for it)
+    alpha: list[float] = Field([0.0, 0.5, 1.0], min_length=1)  # weight of the teacher vs the labels
+    kd_temperature: float = Field(2.0, gt=0)  # softens both sides of the teacher term (Hinton et al.)
+    l2: list[float] = Field([1e-4, 1e-3, 1e-2], min_length=1)  # on the head's weights
+    output_dir: str = "artifacts/student"  # checkpoint, calibration, reports
+    bundle_dir: str = "models/student"  # its servable bundle (CATSDOGS_MODEL_DIR)
+
+    @field_validator("alpha")
+    @classmethod
+    def _unit(cls, alpha: list[float]) -> list[float]:
+        if any(not 0.0 <= a <= 1.0 for a in alpha):
+            raise ValueError("every alpha must lie in [0, 1]")
+        return alpha
+
+
 class Params(_Strict):
     data: DataParams = DataParams()
     model: ModelParams = ModelParams()
@@ -111,6 +132,7 @@ class Params(_Strict):
     evaluation: EvaluationParams = EvaluationParams()
     export: ExportParams = ExportParams()
     gate: GateParams = GateParams()
+    distill: DistillParams = DistillParams()
     base_dir: Path = Field(default_factory=lambda: PARAMS_FILE.parent, exclude=True)
 
     @model_validator(mode="after")

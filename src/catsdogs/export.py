@@ -106,7 +106,10 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: np.ndarray) -> 
         )
 
 
-def run_export(params: Params, *, checkpoint: Path | None = None, output_dir: Path | None = None) -> dict[str, Any]:
+def run_export(
+    params: Params, *, checkpoint: Path | None = None, output_dir: Path | None = None, metrics_file: Path | None = None
+) -> dict[str, Any]:
+    """The bundle in ``output_dir``; ``metrics_file`` is the model's test report (default: reports/metrics.json)."""
     ckpt_path = checkpoint or params.path(params.train.output_dir) / "best.pt"
     cal = Calibration.load(ckpt_path.parent / "calibration.json")
     model, cfg, ckpt = load_model(ckpt_path, image_size=params.inference.image_size)
@@ -133,7 +136,8 @@ def run_export(params: Params, *, checkpoint: Path | None = None, output_dir: Pa
         int8_path.unlink(missing_ok=True)
     check_openvino(onnx_path, x, p_onnx, report, params.gate.max_parity_diff)
     default_backend = fastest_backend(report)
-    meta = bundle_meta(params, ckpt, cfg, cal, model, report, outputs, out, default_backend)
+    metrics_file = metrics_file or params.path("reports/metrics.json")
+    meta = bundle_meta(params, ckpt, cfg, cal, model, report, outputs, out, default_backend, metrics_file)
     (out / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
     _log_bundle(meta, out)
     return report
@@ -214,11 +218,11 @@ def bundle_meta(
     outputs: list[str],
     out: Path,
     default_backend: str,
+    metrics_file: Path,
 ) -> dict[str, Any]:
     """model.json: what the server needs to run the bundle, and where it came from."""
     files = {"onnx": "model.onnx", "onnx_int8": "model.int8.onnx" if (out / "model.int8.onnx").exists() else None}
     digest = bundle_digest(out, {"files": files})
-    metrics_file = params.path("reports/metrics.json")
     metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
     run_file = params.path(params.train.output_dir) / "run.json"
     run_info = json.loads(run_file.read_text()) if run_file.exists() else {}
