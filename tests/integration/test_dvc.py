@@ -1,5 +1,5 @@
 """`dvc repro` runs the real pipeline (prepare -> train -> calibrate -> evaluate -> export -> robustness ->
-model_card) on tiny params."""
+model_card, and distill) on tiny params."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def test_dvc_repro_runs_the_whole_pipeline(tmp_path, kaggle_train_dir):
     assert run(str(bin_dir / "dvc"), "remote", "modify", "shared", "url", str(remote)).returncode == 0
     first = run(str(bin_dir / "dvc"), "repro")
     assert first.returncode == 0, first.stdout + first.stderr
-    stages = ("prepare", "train", "calibrate", "evaluate", "export", "robustness", "model_card")
+    stages = ("prepare", "train", "calibrate", "evaluate", "export", "robustness", "model_card", "distill")
     for stage in stages:
         assert f"Running stage '{stage}'" in first.stdout
     lock = yaml.safe_load((tmp_path / "dvc.lock").read_text())
@@ -50,6 +50,7 @@ def test_dvc_repro_runs_the_whole_pipeline(tmp_path, kaggle_train_dir):
     meta = json.loads((tmp_path / "models" / "model.json").read_text())
     assert meta["architecture"] == "simple_cnn" and meta["metrics"]["accuracy"] == metrics["accuracy"]
     assert (tmp_path / "models" / "MODEL_CARD.md").read_text().startswith(f"# Model card: catsdogs {meta['version']}")
+    check_student(tmp_path, meta)
 
     again = run(str(bin_dir / "dvc"), "repro")
     assert again.returncode == 0 and "Running stage" not in again.stdout  # nothing is stale
@@ -76,3 +77,20 @@ def test_dvc_repro_runs_the_whole_pipeline(tmp_path, kaggle_train_dir):
     pulled = run(str(bin_dir / "dvc"), "pull")
     assert pulled.returncode == 0, pulled.stdout + pulled.stderr
     assert manifest.read_bytes() == content
+
+
+def check_student(root: Path, teacher: dict) -> None:
+    """The distill stage leaves a servable student bundle and a report that sets it beside the teacher."""
+    from catsdogs.predictor import Predictor
+
+    report = json.loads((root / "reports" / "student.json").read_text())
+    student = json.loads((root / "models" / "student" / "model.json").read_text())
+    assert student["architecture"] == "efficientnet_lite0" and student["preprocess"]["image_size"] == 64
+    assert student["metrics"]["accuracy"] == report["student"]["test_accuracy"]
+    assert report["teacher"]["test_accuracy"] == teacher["metrics"]["accuracy"]
+    assert {r["alpha"] for r in report["student"]["training"]["grid"]} == {0.0, 1.0}
+    assert report["student"]["latency_ms"][student["default_backend"]]["p50"] > 0
+    assert set(report["student"]["robustness"]) >= {"clean", "jpeg_q20", "center_crop_60pct"}
+    # it is served like the teacher: a pet score and thresholds fitted on the student's own val scores
+    predictor = Predictor.load(root / "models" / "student")
+    assert predictor.meta["thresholds"]["pet_score"] is not None
