@@ -29,9 +29,7 @@ def reexec_with_malloc_tunables() -> None:
     """
     if sys.platform != "linux" or "GLIBC_TUNABLES" in os.environ:
         return
-    # The `catsdogs` script or `python -m catsdogs`; any other program (e.g. `python -m pytest`) is not ours.
-    argv0 = Path(sys.argv[0])
-    if argv0.name != "catsdogs" and argv0.resolve() != Path(__file__).resolve().parent / "__main__.py":
+    if Path(sys.argv[0]).name not in ("catsdogs", "__main__.py"):
         return
     env = {**os.environ, "GLIBC_TUNABLES": MALLOC_TUNABLES}
     os.execve(sys.executable, [sys.executable, "-m", "catsdogs", *sys.argv[1:]], env)
