@@ -43,7 +43,9 @@ def student_params(params: Params) -> Params:
     """The teacher's params with the student's model, input size, bank and output folders."""
     d = params.distill
     update = {
-        "model": params.model.model_copy(update={"name": STUDENT, "image_size": d.image_size, "tuned_blocks": 0}),
+        "model": params.model.model_copy(
+            update={"name": STUDENT, "pretrained": True, "image_size": d.image_size, "tuned_blocks": 0}
+        ),
         "train": params.train.model_copy(update={"output_dir": d.output_dir}),
         "inference": params.inference.model_copy(update={"image_size": None}),
         "calibration": params.calibration.model_copy(update={"bank_images": d.bank_images}),

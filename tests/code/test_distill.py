@@ -75,6 +75,10 @@ def test_student_params_override_only_the_student() -> None:
     sp = student_params(params)
     d = params.distill
     assert (sp.model.name, sp.model.image_size, sp.model.tuned_blocks) == (STUDENT, d.image_size, 0)
+    assert sp.model.pretrained  # also under a from-scratch teacher: the student's normalisation is ImageNet's
+    assert student_params(
+        params.model_copy(update={"model": params.model.model_copy(update={"pretrained": False})})
+    ).model.pretrained
     assert sp.calibration.bank_images == d.bank_images and sp.inference.image_size is None
     assert sp.train.output_dir == d.output_dir and sp.export.output_dir == d.bundle_dir
     assert not sp.export.quantize
