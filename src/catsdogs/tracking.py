@@ -47,8 +47,10 @@ def git_commit() -> str:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10, check=True
         )
+        # The pipeline's own outputs (DVC deletes them before a stage re-creates them) are not code.
+        outputs = [f":(exclude){d}" for d in ("artifacts", "models", "reports", "data")]
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *outputs],
             cwd=PROJECT_ROOT,
             capture_output=True,
             text=True,
