@@ -115,6 +115,7 @@ class ServerProcess:
 
     def __init__(self, tmp: Path, bundle: Path, workers: int = 1, env: dict[str, str] | None = None):
         self.port = free_port()
+        self.workers = workers
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp / f"server-{self.port}.log"
         cli = shutil.which("catsdogs", path=str(Path(sys.executable).parent)) or "catsdogs"
@@ -127,7 +128,13 @@ class ServerProcess:
         )
 
     def wait_ready(self) -> None:
+        """/ready answers 200 *and* every worker has its model: /ready reaches one worker, and a sibling
+        still loading would answer the next requests 503 not_ready."""
         wait_http(f"{self.url}/ready", process=self.proc, logs=self.logs)
+        wait_until(
+            lambda: sum(r.get("message") == "model ready" for r in self.log_records()) >= self.workers,
+            f"all {self.workers} workers to log 'model ready'",
+        )
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
