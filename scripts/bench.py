@@ -357,7 +357,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200, help="requests at c=1 (twice that at c>1)")
     parser.add_argument("--max-seconds", type=float, default=30.0, help="time cap per phase")
     parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32])
-    parser.add_argument("--backend", default="auto", help="auto | onnx | onnx-int8 | openvino")
+    parser.add_argument("--backend", default="auto", help="auto | onnx | onnx-int8 | openvino | openvino-bf16")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0, help="CATSDOGS_INFERENCE_THREADS (0: CPU quota)")
     parser.add_argument("--skip-baseline", action="store_true")

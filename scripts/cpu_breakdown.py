@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from catsdogs.backends import available
+from catsdogs.backends import available, native_bf16
 from catsdogs.cpus import cpu_name
 from catsdogs.paths import MODELS_DIR, SHARED_DATA_DIR
 from catsdogs.predictor import Predictor
@@ -40,6 +40,7 @@ def main() -> None:
     args = parser.parse_args()
     files = [p.read_bytes() for p in sorted(Path(args.images).iterdir()) if p.is_file()]
     backends = [b for b in ("onnx", "openvino") if available(b)]
+    backends += ["openvino-bf16"] if native_bf16() else []
     predictors = {b: Predictor.load(args.model, backend=b, threads=args.threads) for b in backends}
     first = predictors[backends[0]]
     size = first.image_size

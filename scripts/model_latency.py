@@ -24,7 +24,9 @@ def measure(bundle: str, backend: str, runs: int, threads: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bundles", nargs="+")
-    parser.add_argument("--backends", default="auto", help="comma-separated: auto, onnx, onnx-int8, openvino")
+    parser.add_argument(
+        "--backends", default="auto", help="comma-separated, from: auto onnx onnx-int8 openvino openvino-bf16"
+    )
     parser.add_argument("--threads", type=int, default=0, help="0: the CPU quota, as the API does")
     parser.add_argument("--runs", type=int, default=300)
     args = parser.parse_args()

@@ -14,5 +14,5 @@ with open(pyproject, "rb") as f:
     deps = tomllib.load(f)["project"]["dependencies"]
 with open(model_json) as f:
     backend = json.load(f).get("default_backend") or "onnx"
-drop = "onnxruntime" if backend == "openvino" else "openvino"
+drop = "onnxruntime" if backend.startswith("openvino") else "openvino"
 print("\n".join(d for d in deps if d.split("==")[0].strip() != drop))

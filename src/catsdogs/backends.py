@@ -26,6 +26,9 @@ BACKEND_FILES: dict[str, tuple[str, str]] = {
     "onnx": ("onnxruntime", "onnx"),
     "onnx-int8": ("onnxruntime", "onnx_int8"),
     "openvino": ("openvino", "onnx"),
+    # The same fp32 file computed in bf16 where the CPU has it natively (AMX / AVX512-BF16); export keeps it
+    # only if it changes almost no answers on val (README "Inference backends").
+    "openvino-bf16": ("openvino", "onnx"),
 }
 
 
@@ -78,20 +81,23 @@ _OV_TYPES = {"f32": "tensor(float)", "f16": "tensor(float16)", "u8": "tensor(uin
 class OpenVINOSession:
     """An OpenVINO compiled model with ONNX Runtime's ``run`` signature; safe to call from several threads."""
 
-    def __init__(self, model_file: Path, threads: int):
+    def __init__(self, model_file: Path, threads: int, precision: str = "f32"):
         try:
             import openvino as ov
         except ImportError as exc:
             raise BackendUnavailable("the openvino backend needs the openvino package (pip install openvino)") from exc
+        core = ov.Core()
+        # Emulated bf16 is slower than f32: without native support the bf16 backend runs f32.
+        self.precision = precision if precision == "f32" or _has_bf16(core) else "f32"
         config = {
             "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_NUM_THREADS": threads,
-            # fp32 everywhere: the calibrated thresholds were fitted on fp32 scores (bf16 on AMX would shift them)
-            "INFERENCE_PRECISION_HINT": "f32",
+            # f32 unless asked: OpenVINO would pick bf16 by itself on AMX CPUs, and that shifts the scores a little
+            "INFERENCE_PRECISION_HINT": self.precision,
             # Several workers share the cores: pinning each one's threads to the same cores would serialise them.
             "ENABLE_CPU_PINNING": False,
         }
-        self._compiled = ov.Core().compile_model(str(model_file), "CPU", config)
+        self._compiled = core.compile_model(str(model_file), "CPU", config)
         self._local = threading.local()  # an infer request holds buffers: one per calling thread
 
     @staticmethod
@@ -114,11 +120,24 @@ class OpenVINOSession:
         return [results[self._compiled.output(n)] for n in names]
 
 
+def _has_bf16(core: Any) -> bool:
+    return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def native_bf16() -> bool:
+    """Whether OpenVINO is installed and this CPU computes bf16 natively (the ``openvino-bf16`` backend's gain)."""
+    if not available("openvino"):
+        return False
+    import openvino as ov
+
+    return _has_bf16(ov.Core())
+
+
 def open_session(backend: str, model_file: Path, threads: int) -> Session:
     """A session running ``model_file`` with ``backend``'s runtime on ``threads`` threads."""
     runtime, _ = BACKEND_FILES[backend]
     if runtime == "openvino":
-        return OpenVINOSession(model_file, threads)
+        return OpenVINOSession(model_file, threads, "bf16" if backend == "openvino-bf16" else "f32")
     options = session_options(threads)
     return _import_onnxruntime().InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
 

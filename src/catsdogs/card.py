@@ -48,7 +48,17 @@ def _model(meta: dict[str, Any]) -> str:
   Not sure: calibrated confidence below {_num(th.get("unsure_below"))}. Both thresholds chosen on val (params.yaml `calibration`).
 - Files: `model.onnx` (fp32){", `model.int8.onnx` (static INT8)" if meta["files"].get("onnx_int8") else ""}, `model.pt`, `model.json`.
   Default backend `{meta["default_backend"]}`. Model-only latency, batch 1, p50/p95 ms on the export machine:
-  {", ".join(f"{k} {v['p50']}/{v['p95']}" for k, v in lat.items())}."""
+  {", ".join(f"{k} {v['p50']}/{v['p95']}" for k, v in lat.items())}.{_bf16(meta["export"])}"""
+
+
+def _bf16(report: dict[str, Any]) -> str:
+    bf16 = report.get("openvino-bf16")
+    if not bf16:
+        return ""
+    return f"""
+  OpenVINO bf16 (native bf16 on the export machine) against f32 on val: {100 * bf16["val_changed_answers"]:.2f} % of
+  labels or not-a-pet verdicts changed, {100 * bf16["val_changed_unsure"]:.2f} % "not sure" flags; test accuracy
+  {100 * bf16["accuracy"]:.2f} %: {"kept" if bf16["kept"] else "discarded"} (budget `export.bf16_max_changed_answers`)."""
 
 
 def _data(stats: dict[str, Any]) -> str:

@@ -93,6 +93,7 @@ class ExportParams(_Strict):
     quantize: bool = True
     int8_max_accuracy_drop: float = Field(0.005, ge=0)
     calibration_images: int = Field(256, ge=8)
+    bf16_max_changed_answers: float = Field(0.005, ge=0, le=1)
 
 
 class GateParams(_Strict):

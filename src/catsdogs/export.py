@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from catsdogs import __version__
-from catsdogs.backends import available, latency_ms, open_session
+from catsdogs.backends import available, latency_ms, native_bf16, open_session
 from catsdogs.calibrate import Calibration
 from catsdogs.checkpoint import load_model
 from catsdogs.config import Params
@@ -27,7 +27,7 @@ from catsdogs.data import ensure_prepared, load_splits
 from catsdogs.inference import serving_model
 from catsdogs.metrics import softmax
 from catsdogs.model import count_parameters
-from catsdogs.predictor import PET_OUTPUT, bundle_digest
+from catsdogs.predictor import PET_OUTPUT, Predictor, bundle_digest
 from catsdogs.transforms import PreprocessConfig, create_transform
 
 log = logging.getLogger(__name__)
@@ -135,6 +135,7 @@ def run_export(
     else:
         int8_path.unlink(missing_ok=True)
     check_openvino(onnx_path, x, p_onnx, report, params.gate.max_parity_diff)
+    check_bf16(onnx_path, x, labels, cfg, cal, report, params.export.bf16_max_changed_answers)
     default_backend = fastest_backend(report)
     metrics_file = metrics_file or params.path("reports/metrics.json")
     meta = bundle_meta(params, ckpt, cfg, cal, model, report, outputs, out, default_backend, metrics_file)
@@ -177,10 +178,58 @@ def check_openvino(
     log.info("OpenVINO: max |p_openvino - p_onnx| = %.2e, p50 %.2f ms", diff, report["latency_ms"]["openvino"]["p50"])
 
 
+def served_answers(predictor: Predictor, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """(N, 3) what a client is told per image: label index, not a cat or a dog, not sure."""
+    rows = []
+    for i in range(0, len(x), batch_size):
+        for p in predictor.predict_array(x[i : i + batch_size]):
+            rows.append((predictor.class_names.index(p.label), not p.is_cat_or_dog, p.uncertain))
+    return np.asarray(rows, dtype=np.int64)
+
+
+def check_bf16(
+    onnx_path: Path,
+    x: dict[str, np.ndarray],
+    labels: dict[str, np.ndarray],
+    cfg: PreprocessConfig,
+    cal: Calibration,
+    report: dict[str, Any],
+    max_changed: float,
+) -> None:
+    """OpenVINO in bf16 against f32, through the served answers: kept if at most ``max_changed`` of val changes.
+
+    The thresholds were fitted on f32 scores and bf16 moves scores by ~1e-3, so what counts is how many
+    answers move: the label or the not-a-pet verdict. "Not sure" flips sit on a soft boundary by
+    definition; they are reported, not counted.
+    """
+    if not native_bf16():
+        log.info("no native bf16 on this CPU (or no openvino): the openvino-bf16 backend is not measured")
+        return
+    thresholds = {"pet_score": cal.pet_threshold, "unsure_below": cal.unsure_below}
+    meta = {"preprocess": cfg.to_dict(), "thresholds": thresholds}
+    answers, sessions = {}, {}
+    for backend in ("openvino", "openvino-bf16"):
+        sessions[backend] = session = open_session(backend, onnx_path, available_cpus())
+        predictor = Predictor(bundle_dir=onnx_path.parent, meta=meta, backend=backend, threads=0, session=session)
+        answers[backend] = {s: served_answers(predictor, x[s]) for s in x}
+    f32, bf16 = answers["openvino"], answers["openvino-bf16"]
+    flips = {s: f32[s] != bf16[s] for s in x}  # (N, 3): label, not a pet, not sure
+    result = {f"{s}_changed_answers": float(flips[s][:, :2].any(axis=1).mean()) for s in x}
+    result |= {f"{s}_changed_unsure": float(flips[s][:, 2].mean()) for s in x}
+    result |= {"val_accuracy": float((bf16["val"][:, 0] == labels["val"]).mean())}
+    result |= {"accuracy": float((bf16["test"][:, 0] == labels["test"]).mean())}
+    result["kept"] = result["val_changed_answers"] <= max_changed
+    report["openvino-bf16"] = result
+    report["latency_ms"]["openvino-bf16"] = latency_ms(sessions["openvino-bf16"], x["test"][:1], runs=50)
+    log.info("OpenVINO bf16: %.2f %% of val answers changed -> %s", 100 * result["val_changed_answers"],
+             "kept" if result["kept"] else "discarded")  # fmt: skip
+
+
 def fastest_backend(report: dict[str, Any]) -> str:
     """The backend with the lowest p50 among those that kept the fp32 model's answers (INT8 kept, OV parity)."""
     ok = {"onnx": True, "onnx-int8": report.get("int8", {}).get("kept", False)}
     ok["openvino"] = report.get("openvino", {}).get("parity", False)
+    ok["openvino-bf16"] = ok["openvino"] and report.get("openvino-bf16", {}).get("kept", False)
     lat = report["latency_ms"]
     return min((b for b in lat if ok.get(b)), key=lambda b: lat[b]["p50"])
 

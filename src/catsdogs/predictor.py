@@ -36,7 +36,7 @@ from catsdogs.transforms import (
 
 log = logging.getLogger(__name__)
 
-Backend = Literal["auto", "onnx", "onnx-int8", "openvino"]
+Backend = Literal["auto", "onnx", "onnx-int8", "openvino", "openvino-bf16"]
 BACKENDS: tuple[str, ...] = ("auto", *BACKEND_FILES)
 PET_OUTPUT = "pet_score"  # the bundle's optional second output: "is this a cat or a dog at all"
 
@@ -478,10 +478,16 @@ class Predictor:
         if arrays:
             # One image: a view, no copy.
             batch = arrays[0][np.newaxis] if len(arrays) == 1 else np.stack(arrays)
-            probs, pets, elapsed_ms = self.run_scores(batch)
-            for k, (row, i) in enumerate(zip(probs, index, strict=True)):
-                results[i] = self._prediction(row, None if pets is None else float(pets[k]), elapsed_ms)
+            for i, prediction in zip(index, self.predict_array(batch), strict=True):
+                results[i] = prediction
         return [r for r in results if r is not None]
+
+    def predict_array(self, batch: np.ndarray) -> list[Prediction]:
+        """float32 (N, 3, S, S) model inputs -> the answers a client gets, in ONE model run."""
+        probs, pets, elapsed_ms = self.run_scores(batch)
+        return [
+            self._prediction(row, None if pets is None else float(pets[k]), elapsed_ms) for k, row in enumerate(probs)
+        ]
 
     def latency_ms(self, x: np.ndarray | None = None, *, runs: int = 100, warmup: int = 5) -> dict[str, float]:
         """Model-only latency of ``x`` (default: one random image), p50/p95 in ms: a measurement, never a test."""

@@ -22,6 +22,15 @@ log = logging.getLogger(__name__)
 MALLOC_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=8589934592"
 
 
+def is_catsdogs_cli(argv0: str) -> bool:
+    """Whether the process is the ``catsdogs`` CLI: its script, or ``python -m catsdogs`` (not another ``-m``)."""
+    path = Path(argv0)
+    return path.name == "catsdogs" or (path.name == "__main__.py" and path.resolve() == _OWN_MAIN)
+
+
+_OWN_MAIN = (Path(__file__).parent / "__main__.py").resolve()
+
+
 def reexec_with_malloc_tunables() -> None:
     """Restart this CLI process with ``MALLOC_TUNABLES`` (they must be set before the process starts).
 
@@ -29,7 +38,7 @@ def reexec_with_malloc_tunables() -> None:
     """
     if sys.platform != "linux" or "GLIBC_TUNABLES" in os.environ:
         return
-    if Path(sys.argv[0]).name not in ("catsdogs", "__main__.py"):
+    if not is_catsdogs_cli(sys.argv[0]):
         return
     env = {**os.environ, "GLIBC_TUNABLES": MALLOC_TUNABLES}
     os.execve(sys.executable, [sys.executable, "-m", "catsdogs", *sys.argv[1:]], env)

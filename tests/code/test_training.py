@@ -18,7 +18,7 @@ from catsdogs.calibrate import fit_temperature, pet_threshold, unsure_threshold
 from catsdogs.checkpoint import FORMAT_VERSION, Checkpoint, TrainState, load_model
 from catsdogs.data import ArrayLoader, SplitData
 from catsdogs.metrics import classification_metrics, expected_calibration_error, log_loss, softmax
-from catsdogs.runtime import cpu_has_fast_bf16, select_device, use_bf16
+from catsdogs.runtime import cpu_has_fast_bf16, is_catsdogs_cli, select_device, use_bf16
 from catsdogs.train import build_optimizer, improved, warmup_cosine
 
 # --- metrics ---------------------------------------------------------------------------------
@@ -207,6 +207,18 @@ def test_use_bf16_follows_the_preference_then_the_cpu_flags():
     assert use_bf16("auto", cpu, cpuinfo=ICE_LAKE) is False
     assert use_bf16("on", cpu, cpuinfo=ICE_LAKE) is True  # the user's choice wins
     assert use_bf16("off", cpu, cpuinfo=SAPPHIRE_RAPIDS) is False
+
+
+def test_only_the_catsdogs_cli_restarts_itself_with_malloc_tunables():
+    """`python -m pytest` (or any other -m) also runs a __main__.py: re-executing it as catsdogs would be wrong."""
+    from pathlib import Path
+
+    import catsdogs
+
+    assert is_catsdogs_cli("/opt/venv/bin/catsdogs")
+    assert is_catsdogs_cli(str(Path(catsdogs.__file__).with_name("__main__.py")))
+    assert not is_catsdogs_cli(str(Path(pytest.__file__).with_name("__main__.py")))
+    assert not is_catsdogs_cli("/usr/bin/python3") and not is_catsdogs_cli("")
 
 
 def test_select_device_on_fixed_inputs():

@@ -150,14 +150,28 @@ def test_the_bundle_has_a_pet_score_and_its_threshold(meta, predictor, sample_pr
 
 
 @pytest.mark.parametrize("backend", ["onnx", "openvino"])
-def test_every_backend_serves_the_same_answers(predictor, sample_predictions, test_split_sample, backend):
-    """The thresholds were fitted on ONNX Runtime's fp32 scores: a backend the bundle may default to keeps them."""
-    other = Predictor.load(MODELS_DIR, backend=backend)
+def test_every_f32_backend_serves_the_same_answers(test_split_sample, backend):
+    """The thresholds were fitted on fp32 scores: every fp32 backend gives the same scores (ONNX Runtime's)."""
     images = [d for d, _ in test_split_sample[:64]]
-    for mine, served in zip(_predict(other, images), sample_predictions, strict=False):
-        assert mine.label == served.label and mine.is_cat_or_dog == served.is_cat_or_dog
-        assert mine.confidence == pytest.approx(served.confidence, abs=1e-4)
-        assert mine.pet_score == pytest.approx(served.pet_score, abs=1e-4)
+    reference = _predict(Predictor.load(MODELS_DIR, backend="onnx"), images)
+    for mine, ref in zip(_predict(Predictor.load(MODELS_DIR, backend=backend), images), reference, strict=True):
+        assert mine.label == ref.label and mine.is_cat_or_dog == ref.is_cat_or_dog
+        assert mine.confidence == pytest.approx(ref.confidence, abs=1e-4)
+        assert mine.pet_score == pytest.approx(ref.pet_score, abs=1e-4)
+
+
+def test_the_bf16_backend_keeps_the_answers(test_split_sample):
+    """bf16 (native on AMX CPUs, else f32) moves scores a little; labels and verdicts stay within export's budget."""
+    images = [d for d, _ in test_split_sample]
+    reference = _predict(Predictor.load(MODELS_DIR, backend="openvino"), images)
+    bf16 = _predict(Predictor.load(MODELS_DIR, backend="openvino-bf16"), images)
+    changed = sum(
+        a.label != b.label or a.is_cat_or_dog != b.is_cat_or_dog for a, b in zip(bf16, reference, strict=True)
+    )
+    budget = load_params().export.bf16_max_changed_answers * len(images)
+    assert changed <= budget + 2 * math.sqrt(budget) + 1  # Poisson count, as for the rejections above
+    assert max(abs(a.confidence - b.confidence) for a, b in zip(bf16, reference, strict=True)) < 0.1
+    assert max(abs(a.pet_score - b.pet_score) for a, b in zip(bf16, reference, strict=True)) < 0.05
 
 
 def _not_pets() -> dict[str, bytes]:

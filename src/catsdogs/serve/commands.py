@@ -27,7 +27,7 @@ ModelOpt = Annotated[
     typer.Option("--model", "-m", help="Bundle directory or MLflow URI (models:/catsdogs@champion). Default: models/."),
 ]
 BackendOpt = Annotated[
-    str | None, typer.Option(help="auto | onnx | onnx-int8 | openvino (auto: the bundle's default).")
+    str | None, typer.Option(help="auto | onnx | onnx-int8 | openvino | openvino-bf16 (auto: the bundle's default).")
 ]
 
 
