@@ -66,6 +66,11 @@ class TrainParams(_Strict):
     output_dir: str = "artifacts/train"
     augment: AugmentConfig = AugmentConfig()
 
+    @field_validator("bf16", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, v: Any) -> Any:
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v  # YAML 1.1 reads off as false
+
 
 class InferenceParams(_Strict):
     # Test-time augmentation, part of the exported model: evaluate/export/serving, never the training loop.

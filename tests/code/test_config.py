@@ -43,6 +43,13 @@ def test_invalid_params_are_rejected_with_the_field_named(tmp_path, yaml_text, m
         load_params(f)
 
 
+@pytest.mark.parametrize(("yaml_value", "expected"), [("off", "off"), ("on", "on"), ("'off'", "off"), ("auto", "auto")])
+def test_bf16_on_off_are_words_even_where_yaml_reads_booleans(tmp_path, yaml_value, expected):
+    f = tmp_path / "params.yaml"
+    f.write_text(f"train: {{bf16: {yaml_value}}}")
+    assert load_params(f).train.bf16 == expected
+
+
 def test_relative_paths_are_relative_to_the_params_file(tmp_path):
     f = tmp_path / "params.yaml"
     f.write_text("data: {prepared_dir: out/prepared}")
