@@ -23,7 +23,7 @@ from catsdogs.calibrate import Calibration
 from catsdogs.checkpoint import load_model
 from catsdogs.config import Params
 from catsdogs.cpus import available_cpus
-from catsdogs.data import ensure_prepared, load_splits
+from catsdogs.data import ensure_prepared, load_split
 from catsdogs.inference import serving_model
 from catsdogs.metrics import softmax
 from catsdogs.model import count_parameters
@@ -69,7 +69,7 @@ def ort_session(path: Path, threads: int | None = None) -> Any:
     return open_session("onnx", path, threads or available_cpus())
 
 
-def ort_proba(session: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+def ort_proba(session: Any, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """Probabilities from an ONNX Runtime session (the bundle's first output holds the logits)."""
     return softmax(
         np.concatenate([session.run([OUTPUT], {INPUT: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)])
@@ -116,7 +116,9 @@ def run_export(
     out = output_dir or params.path(params.export.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     prepared_dir = ensure_prepared(params, fallback_dir=ckpt_path.parent / "prepared")
-    splits = load_splits(params, prepared_dir, PreprocessConfig(image_size=cfg.image_size), progress=False)
+    # val and test only (train only for INT8 calibration): at 288 px all three splits as float32 do not fit in 24 GB
+    pixel_cfg = PreprocessConfig(image_size=cfg.image_size)
+    splits = {s: load_split(params, prepared_dir, pixel_cfg, s) for s in ("val", "test")}
     to_input = create_transform(cfg)  # the exact serving preprocessing
     x = {s: to_input.batch(torch.from_numpy(np.ascontiguousarray(splits[s].pixels))).numpy() for s in ("val", "test")}
     labels = {s: splits[s].labels for s in ("val", "test")}
@@ -127,7 +129,7 @@ def run_export(
     outputs = export_onnx(graph, onnx_path, cfg.image_size, params.export.opset)
     report, p_onnx = check_fp32(graph, onnx_path, x, labels)
     if params.export.quantize:
-        train_px = splits["train"].pixels
+        train_px = load_split(params, prepared_dir, pixel_cfg, "train").pixels
         step = max(1, len(train_px) // params.export.calibration_images)
         pick = np.ascontiguousarray(train_px[::step][: params.export.calibration_images])
         x_calib = to_input.batch(torch.from_numpy(pick)).numpy()
