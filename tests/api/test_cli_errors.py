@@ -137,13 +137,6 @@ def test_stages_before_training_say_train_first(command: str, tmp_path: Path) ->
     _one_line_error(r, "no checkpoint at", "catsdogs train")
 
 
-def test_distill_before_training_says_train_first(tmp_path: Path) -> None:
-    params = tmp_path / "params.yaml"
-    params.write_text("train:\n  output_dir: runs\n")
-    r = runner.invoke(app, ["distill", "--params", str(params)])
-    _one_line_error(r, str(tmp_path / "runs" / "best.pt"), "catsdogs train")
-
-
 def test_distill_without_calibration_says_calibrate_first(tmp_path: Path) -> None:
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "best.pt").write_bytes(b"not read before the calibration is found")
@@ -154,10 +147,11 @@ def test_distill_without_calibration_says_calibrate_first(tmp_path: Path) -> Non
     _one_line_error(r, "no calibration at", "catsdogs calibrate")
 
 
-def test_default_checkpoint_missing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["evaluate", "distill"])
+def test_default_checkpoint_missing(command: str, tmp_path: Path) -> None:
     params = tmp_path / "params.yaml"
     params.write_text("train:\n  output_dir: runs\n")
-    r = runner.invoke(app, ["evaluate", "--params", str(params)])
+    r = runner.invoke(app, [command, "--params", str(params)])
     _one_line_error(r, str(tmp_path / "runs" / "best.pt"), "catsdogs train")
 
 
