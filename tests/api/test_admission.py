@@ -80,8 +80,9 @@ def _pending(client: TestClient) -> int:
 
 
 def test_a_request_that_waits_too_long_for_the_model_is_shed(make_client: ClientFactory) -> None:
-    # 64 threads per run: the limiter has the minimum of 2 inference slots, whatever the machine.
-    client = make_client(max_queue_wait_s=0.3, inference_threads=64)
+    # 64 threads per run, no micro-batching: the limiter has the minimum of 2 inference slots, whatever the
+    # machine (with micro-batching each slot is a batch of micro_batch_size requests).
+    client = make_client(max_queue_wait_s=0.3, inference_threads=64, micro_batch_size=1)
     limiter = client.app.state.service.limiter  # type: ignore[attr-defined]
     with two_requests_held_in_the_model(client) as results:
         # both slots taken by requests held in the model

@@ -127,7 +127,7 @@ def test_a_500_closes_the_connection_and_is_logged_once(
     def explode(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("boom in the model")
 
-    monkeypatch.setattr(predictor, "predict_bytes", explode)
+    monkeypatch.setattr(predictor, "predict_array", explode)  # every path's model run (batched or not)
     client_no_raise = TestClient(client.app, raise_server_exceptions=False)
     with caplog.at_level(logging.ERROR):
         r = client_no_raise.post("/predict", files={"file": ("a.png", encode(solid(RED), "PNG"))})

@@ -76,6 +76,9 @@ API_METRICS = {
     "http_requests_in_progress",
     "model_info",
     "catsdogs_requests_shed_total",
+    "catsdogs_micro_batch_size_bucket",
+    "catsdogs_micro_batch_size_sum",
+    "catsdogs_micro_batch_size_count",
     "catsdogs_not_cat_or_dog_total",
     "catsdogs_uncertain_predictions_total",
 }

@@ -19,6 +19,7 @@ from starlette.staticfiles import StaticFiles
 
 from catsdogs import __version__
 from catsdogs.predictor import available_cpus
+from catsdogs.serve.batching import MicroBatcher
 from catsdogs.serve.errors import install_error_handlers
 from catsdogs.serve.logging import configure_logging
 from catsdogs.serve.metrics import Metrics
@@ -59,12 +60,18 @@ class OptionalStaticFiles(StaticFiles):
 NEVER_SHED = frozenset({"/health", "/ready", "/metrics"})
 
 
-def inference_concurrency(threads: int) -> int:
+def model_runners(threads: int) -> int:
+    """How many model runs fit side by side on the CPUs."""
+    return max(1, available_cpus() // max(1, threads))
+
+
+def inference_concurrency(threads: int, micro_batch_size: int = 1) -> int:
     """How many requests may decode + run at once: enough to keep every CPU busy, no more.
 
-    One more than the CPUs can run side by side, so an image is decoded while the model runs another.
+    One run more than the CPUs can run side by side, so images are decoded while the model runs others;
+    with micro-batching each of those runs is a batch.
     """
-    return max(1, available_cpus() // max(1, threads)) + 1
+    return (model_runners(threads) + 1) * micro_batch_size
 
 
 @contextlib.asynccontextmanager
@@ -73,7 +80,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = state.settings
     configure_logging(settings.log_format, settings.log_level)
     threads = settings.inference_threads or available_cpus()
-    state.limiter = anyio.CapacityLimiter(inference_concurrency(threads))
+    state.limiter = anyio.CapacityLimiter(inference_concurrency(threads, settings.micro_batch_size))
+    if settings.micro_batch_size > 1:
+        state.batcher = MicroBatcher(settings.micro_batch_size, model_runners(threads), state.metrics)
     state.reload_lock = asyncio.Lock()
     log.info(
         "starting",
@@ -89,6 +98,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await loader
+        if state.batcher is not None:
+            await state.batcher.close()
         state.metrics.mark_this_worker_dead()
 
 

@@ -28,6 +28,7 @@ _LIVE_FILE = re.compile(r"^gauge_live\w+?_(\d+)\.db$")
 
 INFERENCE_BUCKETS = (0.001, 0.002, 0.004, 0.006, 0.008, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 REQUEST_BUCKETS = (0.0025, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 32, 64)
 CONFIDENCE_BUCKETS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 
 
@@ -73,6 +74,12 @@ class Metrics:
         )
         self.prediction_latency = Histogram(
             "prediction_latency_seconds", "Model inference time per model run.", buckets=INFERENCE_BUCKETS, registry=r
+        )
+        self.batch_size = Histogram(
+            "catsdogs_micro_batch_size",
+            "Images per model run of /predict's micro-batching (concurrent requests sharing a run).",
+            buckets=BATCH_BUCKETS,
+            registry=r,
         )
         self.prediction_errors = Counter(
             "prediction_errors_total", "Prediction requests or files refused, by reason.", ["reason"], registry=r

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     inference_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0 = the cgroup CPU quota.")
     max_upload_bytes: int = Field(10 * MiB, gt=0, description="Largest accepted image file (bytes).")
     max_batch_files: int = Field(16, ge=1, le=256)
+    micro_batch_size: int = Field(
+        4, ge=1, le=64, description="Most concurrent /predict images run as one model batch; 1 = no micro-batching."
+    )
     max_image_pixels: int = Field(
         DEFAULT_MAX_PIXELS, gt=0, description="Decoded width x height above which a file is refused."
     )

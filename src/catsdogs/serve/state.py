@@ -10,12 +10,15 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import anyio
+import numpy as np
 
-from catsdogs.predictor import ModelLoadError, PredictionResult, Predictor
+from catsdogs.predictor import ModelLoadError, Prediction, PredictionError, PredictionResult, Predictor
+from catsdogs.serve.batching import MicroBatcher
 from catsdogs.serve.decode import DecodeBudget, MiB, screen
 from catsdogs.serve.errors import APIError
 from catsdogs.serve.metrics import Metrics
 from catsdogs.serve.settings import Settings
+from catsdogs.transforms import InvalidImageError
 
 log = logging.getLogger("catsdogs.serve")
 
@@ -37,6 +40,7 @@ class ServiceState:
     status: Status = "loading"
     reason: str = "the model is loading"
     limiter: anyio.CapacityLimiter | None = None
+    batcher: MicroBatcher | None = None  # set by the lifespan when micro_batch_size > 1
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # replaced in the lifespan's event loop
     decode_budget: DecodeBudget = field(init=False)
     draining: bool = False  # SIGTERM received: /ready says 503 while requests are still served
@@ -60,7 +64,8 @@ class ServiceState:
         if self.predictor is None:  # first load: /ready tells the loading and warming phases apart
             self.status, self.reason = "warming", "the model is warming up"
         try:
-            predictor.warmup(batch_sizes=(1, s.max_batch_files))
+            # every micro-batch size: a new input shape costs OpenVINO a slow first run
+            predictor.warmup(batch_sizes=(*range(1, s.micro_batch_size + 1), s.max_batch_files))
         except Exception as exc:  # onnxruntime's own errors: a bundle that fails warm-up is a bad bundle
             raise ModelLoadError(f"the model failed its warm-up run: {exc}") from exc
         return predictor
@@ -107,10 +112,11 @@ class ServiceState:
         )
 
     async def infer(self, predictor: Predictor, images: list[bytes]) -> list[PredictionResult]:
-        """Decode + one model run in a worker thread; the limiter bounds how many run at once.
+        """Decode + model run off the event loop; the limiter bounds how many requests are inside at once.
 
         A request that waits longer than ``max_queue_wait_s`` for a slot is shed (503): under overload the
         accepted requests keep a bounded latency instead of all of them getting slower together.
+        A single image goes through the micro-batcher (if on); several images are already one model run.
         """
         limiter = self.limiter
         if limiter is None:  # not started by the lifespan (direct use): no queue to bound
@@ -129,6 +135,9 @@ class ServiceState:
                 headers={"Retry-After": "1"},
             )
         try:
+            if self.batcher is not None and len(images) == 1:
+                image = await anyio.to_thread.run_sync(self._decode_one, predictor, images[0])
+                return [image if isinstance(image, PredictionError) else await self.batcher.predict(predictor, image)]
             return await anyio.to_thread.run_sync(self._infer, predictor, images)
         finally:
             limiter.release()
@@ -139,5 +148,20 @@ class ServiceState:
         cost, refused = screen(images, predictor.image_size, s.max_lossless_pixels, s.max_image_pixels)
         to_run = [data for i, data in enumerate(images) if i not in refused]
         with self.decode_budget.hold(cost):
-            ran = iter(predictor.predict_bytes(to_run) if to_run else [])
-        return [refused[i] if i in refused else next(ran) for i in range(len(images))]
+            ran = predictor.predict_bytes(to_run) if to_run else []
+        for ms in {r.inference_time_ms for r in ran if isinstance(r, Prediction)}:  # one per model run
+            self.metrics.prediction_latency.observe(ms / 1000.0)
+        it = iter(ran)
+        return [refused[i] if i in refused else next(it) for i in range(len(images))]
+
+    def _decode_one(self, predictor: Predictor, data: bytes) -> np.ndarray | PredictionError:
+        """Blocking: one upload -> its model input, under the same decode limits as ``_infer``."""
+        s = self.settings
+        cost, refused = screen([data], predictor.image_size, s.max_lossless_pixels, s.max_image_pixels)
+        if refused:
+            return refused[0]
+        with self.decode_budget.hold(cost):
+            try:
+                return predictor.preprocess(data)
+            except InvalidImageError as exc:
+                return PredictionError(exc.reason, exc.message)

@@ -48,7 +48,7 @@ def _status(reason: str) -> int:
 
 
 def _record(metrics: Metrics, results: list[PredictionResult]) -> None:
-    timed: set[float] = set()
+    # The model latency is observed where the model runs (ServiceState, MicroBatcher): once per run.
     for r in results:
         if isinstance(r, Prediction):
             metrics.predictions.labels(r.label).inc()
@@ -57,9 +57,6 @@ def _record(metrics: Metrics, results: list[PredictionResult]) -> None:
                 metrics.not_cat_or_dog.inc()
             elif r.uncertain:
                 metrics.uncertain.inc()
-            timed.add(r.inference_time_ms)
-    for ms in timed:  # one observation per model run, not per image of a batch
-        metrics.prediction_latency.observe(ms / 1000.0)
 
 
 # /predict reads its body itself: multipart (field `file`) as before, or the raw image bytes as the body, which

@@ -1,0 +1,106 @@
+"""Adaptive micro-batching: single-image requests that arrive together share one model run.
+
+Nothing waits for a batch to fill (as Triton's dynamic batcher with no queue delay, or BentoML's adaptive
+batching): an image runs at once when a model runner is free; while every runner is busy, new images queue,
+and the next free runner takes up to ``max_size`` of them as one batch. So a lone request pays nothing, and
+under load the model runs batches, which cost less per image than single images (docs/serving.md).
+
+Everything here runs on the event loop; only the model run itself goes to a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass
+
+import anyio
+import numpy as np
+
+from catsdogs.predictor import Prediction, Predictor
+from catsdogs.serve.metrics import Metrics
+
+
+@dataclass
+class _Waiting:
+    predictor: Predictor  # the model the request started with: a reload never mixes two models in one run
+    image: np.ndarray  # float32 (3, S, S)
+    answer: asyncio.Future[Prediction]
+
+
+class MicroBatcher:
+    def __init__(self, max_size: int, runners: int, metrics: Metrics):
+        self.max_size = max_size
+        self.free_runners = runners  # model runs allowed at once (CPUs // threads per run)
+        self.metrics = metrics
+        self._queue: deque[_Waiting] = deque()
+        self._running: set[asyncio.Task[None]] = set()
+
+    @property
+    def queued(self) -> int:
+        """Images waiting for a free model runner."""
+        return len(self._queue)
+
+    async def predict(self, predictor: Predictor, image: np.ndarray) -> Prediction:
+        """One preprocessed image -> its answer, from a model run it may share with concurrent requests."""
+        answer: asyncio.Future[Prediction] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Waiting(predictor, image, answer))
+        self._dispatch()
+        return await answer  # a cancelled request cancels its future: the batch skips or ignores it
+
+    def _dispatch(self) -> None:
+        while self.free_runners and (batch := self._take()):
+            self.free_runners -= 1
+            task = asyncio.create_task(self._run(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    def _take(self) -> list[_Waiting]:
+        """Up to ``max_size`` queued images of the same model, oldest first; requests gone are dropped."""
+        batch: list[_Waiting] = []
+        while self._queue and len(batch) < self.max_size:
+            head = self._queue[0]
+            if head.answer.done():  # the client went away while it waited
+                self._queue.popleft()
+            elif batch and head.predictor is not batch[0].predictor:
+                break
+            else:
+                batch.append(self._queue.popleft())
+        return batch
+
+    async def _run(self, batch: list[_Waiting]) -> None:
+        try:
+            images = [w.image for w in batch]
+            answers = await anyio.to_thread.run_sync(_predict, batch[0].predictor, images)
+        except asyncio.CancelledError:
+            for w in batch:
+                w.answer.cancel()
+            raise
+        except Exception as exc:  # the model run failed: every request of the batch gets the error
+            for w in batch:
+                if not w.answer.done():
+                    w.answer.set_exception(exc)
+        else:
+            self.metrics.batch_size.observe(len(batch))
+            self.metrics.prediction_latency.observe(answers[0].inference_time_ms / 1000.0)
+            for w, answer in zip(batch, answers, strict=True):
+                if not w.answer.done():
+                    w.answer.set_result(answer)
+        finally:
+            self.free_runners += 1
+            self._dispatch()
+
+    async def close(self) -> None:
+        """Cancel what is still queued or running (at shutdown, after the drain)."""
+        for w in self._queue:
+            w.answer.cancel()
+        self._queue.clear()
+        for task in list(self._running):
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
+
+
+def _predict(predictor: Predictor, images: list[np.ndarray]) -> list[Prediction]:
+    """Blocking (a worker thread): (3, S, S) images -> one (N, 3, S, S) model run."""
+    batch = images[0][np.newaxis] if len(images) == 1 else np.stack(images)
+    return predictor.predict_array(batch)

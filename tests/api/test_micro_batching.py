@@ -1,0 +1,213 @@
+"""Adaptive micro-batching: concurrent /predict requests share model runs, and each gets its own answer."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from apihelpers import RunSpy, encode, solid
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from catsdogs.predictor import Predictor
+from catsdogs.serve.batching import MicroBatcher
+from catsdogs.serve.metrics import Metrics
+from support import wait_until
+
+ClientFactory = Callable[..., TestClient]
+# The tiny model's answer follows the red channel: reds near ImageNet's mean red give five different answers.
+COLORS = [(red, 90, 90) for red in (105, 115, 124, 133, 143)]
+
+
+def _post(client: TestClient, data: bytes) -> httpx.Response:
+    return client.post("/predict", files={"file": ("x.png", data, "image/png")})
+
+
+def _sample_sum(client: TestClient, name: str, sample: str) -> float:
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        if family.name == name:
+            return sum(s.value for s in family.samples if s.name == sample)
+    raise AssertionError(f"{name} is not exported")
+
+
+def _post_all_while_the_model_is_held(client: TestClient, images: list[bytes]) -> tuple[RunSpy, list[Any]]:
+    """Post images[0], hold its model run until the others are queued, then let everything run."""
+    service = client.app.state.service  # type: ignore[attr-defined]
+    gate = threading.Event()
+    spy = service.predictor.session = RunSpy(service.predictor.session, gate)
+    answers: list[Any] = [None] * len(images)
+
+    def post(i: int) -> None:
+        answers[i] = _post(client, images[i])
+
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(len(images))]
+    threads[0].start()
+    try:
+        assert spy.started.wait(20), "the first request never reached the model"
+        for t in threads[1:]:
+            t.start()
+        wait_until(lambda: service.batcher.queued == len(images) - 1, "the other requests to queue", timeout=20)
+    finally:
+        gate.set()
+        for t in threads:
+            t.join(20)
+    return spy, answers
+
+
+def test_concurrent_requests_share_one_model_run_and_each_gets_its_own_answer(
+    make_client: ClientFactory,
+) -> None:
+    # 64 threads per run: one model runner whatever the machine, so the others must queue behind it.
+    client = make_client(micro_batch_size=4, inference_threads=64)
+    images = [encode(solid(c), "PNG") for c in COLORS]
+    predictor: Predictor = client.app.state.service.predictor  # type: ignore[attr-defined]
+    alone = [p.probabilities for p in predictor.predict_bytes(images)]  # type: ignore[union-attr]
+    assert len({round(p["cat"], 4) for p in alone}) == len(images), "the test images must get different answers"
+
+    spy, answers = _post_all_while_the_model_is_held(client, images)
+
+    assert [b.shape[0] for b in spy.batches] == [1, 4]  # the first alone, the four queued ones as one batch
+    for answer, expected in zip(answers, alone, strict=True):
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["probabilities"] == pytest.approx(expected, abs=1e-4)
+    assert _sample_sum(client, "catsdogs_micro_batch_size", "catsdogs_micro_batch_size_sum") == 5
+    # model latency: one observation per model run, not per request
+    assert _sample_sum(client, "prediction_latency_seconds", "prediction_latency_seconds_count") == 2
+
+
+def test_a_lone_request_runs_at_once_in_a_batch_of_one(make_client: ClientFactory) -> None:
+    client = make_client(micro_batch_size=8)
+    service = client.app.state.service  # type: ignore[attr-defined]
+    spy = service.predictor.session = RunSpy(service.predictor.session)
+    for color in COLORS[:3]:
+        assert _post(client, encode(solid(color), "PNG")).status_code == 200
+    assert [b.shape[0] for b in spy.batches] == [1, 1, 1]
+
+
+def test_batches_are_capped_at_micro_batch_size(make_client: ClientFactory) -> None:
+    client = make_client(micro_batch_size=2, inference_threads=64)  # admits 2 runs' worth: 4 requests
+    images = [encode(solid(c), "PNG") for c in COLORS[:4]]
+    spy, answers = _post_all_while_the_model_is_held(client, images)
+    assert [r.status_code for r in answers] == [200] * 4
+    assert [b.shape[0] for b in spy.batches] == [1, 2, 1]  # three queued: a full batch of 2, then the last
+
+
+def test_a_bad_upload_is_refused_before_it_reaches_a_batch(make_client: ClientFactory) -> None:
+    client = make_client(micro_batch_size=4)
+    r = client.post("/predict", files={"file": ("x.png", b"not an image at all", "image/png")})
+    assert r.status_code == 400 and r.json()["code"] == "not_an_image"
+    assert _sample_sum(client, "catsdogs_micro_batch_size", "catsdogs_micro_batch_size_count") == 0
+
+
+def test_micro_batching_off_runs_every_request_alone(make_client: ClientFactory) -> None:
+    client = make_client(micro_batch_size=1)
+    assert client.app.state.service.batcher is None  # type: ignore[attr-defined]
+    assert _post(client, encode(solid(COLORS[0]), "PNG")).status_code == 200
+
+
+# --- the batcher alone, with a fake model -----------------------------------------------------------------
+class FakeModel:
+    """``predict_array`` answers each image's first value; the first run waits for ``gate``; may raise."""
+
+    def __init__(self, gate: threading.Event | None = None, fail: bool = False):
+        self.gate, self.fail = gate, fail
+        self.runs: list[list[float]] = []
+
+    def predict_array(self, batch: np.ndarray) -> list[Any]:
+        self.runs.append([float(x[0, 0, 0]) for x in batch])
+        if self.gate is not None and len(self.runs) == 1:
+            assert self.gate.wait(10)
+        if self.fail:
+            raise RuntimeError("the model failed")
+        return [SimpleNamespace(value=float(x[0, 0, 0]), inference_time_ms=1.0) for x in batch]
+
+
+def _image(value: float) -> np.ndarray:
+    return np.full((3, 2, 2), value, dtype=np.float32)
+
+
+async def _wait_queued(batcher: MicroBatcher, n: int) -> None:
+    for _ in range(1000):
+        if batcher.queued == n:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"{n} images never queued")
+
+
+async def _first_held_then(batcher: MicroBatcher, first: FakeModel, gate: threading.Event, rest: list[Any]) -> Any:
+    """Submit one image of ``first`` (its run held by ``gate``), then ``rest`` (model, value) pairs; release."""
+    held = asyncio.create_task(batcher.predict(first, _image(0)))  # type: ignore[arg-type]
+    await asyncio.sleep(0.05)
+    tasks = [asyncio.create_task(batcher.predict(m, _image(v))) for m, v in rest]
+    await _wait_queued(batcher, len(rest))
+    return held, tasks
+
+
+def test_a_batch_never_mixes_two_models() -> None:
+    """After a reload, requests that started on the old model and the new one run in separate batches."""
+
+    async def scenario() -> None:
+        gate = threading.Event()
+        old, new = FakeModel(gate), FakeModel()
+        batcher = MicroBatcher(max_size=8, runners=1, metrics=Metrics())
+        held, tasks = await _first_held_then(batcher, old, gate, [(old, 1), (old, 2), (new, 3), (old, 4)])
+        gate.set()
+        answers = await asyncio.gather(held, *tasks)
+        assert [a.value for a in answers] == [0, 1, 2, 3, 4]
+        assert old.runs == [[0], [1, 2], [4]] and new.runs == [[3]]
+
+    asyncio.run(scenario())
+
+
+def test_a_request_that_went_away_is_left_out_of_the_batch() -> None:
+    async def scenario() -> None:
+        gate = threading.Event()
+        model = FakeModel(gate)
+        batcher = MicroBatcher(max_size=8, runners=1, metrics=Metrics())
+        held, tasks = await _first_held_then(batcher, model, gate, [(model, 1), (model, 2), (model, 3)])
+        tasks[1].cancel()  # the client of image 2 disconnected while it waited
+        await asyncio.sleep(0)
+        gate.set()
+        await held
+        assert [a.value for a in await asyncio.gather(tasks[0], tasks[2])] == [1, 3]
+        assert model.runs == [[0], [1, 3]]
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_run_fails_every_request_of_its_batch_and_frees_the_runner() -> None:
+    async def scenario() -> None:
+        gate = threading.Event()
+        failing = FakeModel(gate, fail=True)
+        batcher = MicroBatcher(max_size=8, runners=1, metrics=Metrics())
+        held, tasks = await _first_held_then(batcher, failing, gate, [(failing, 1), (failing, 2)])
+        gate.set()
+        outcomes = await asyncio.gather(held, *tasks, return_exceptions=True)
+        assert all(isinstance(o, RuntimeError) for o in outcomes)
+        healthy = FakeModel()
+        assert (await batcher.predict(healthy, _image(7))).value == 7  # type: ignore[arg-type]
+        assert batcher.free_runners == 1
+
+    asyncio.run(scenario())
+
+
+def test_close_cancels_what_is_still_queued() -> None:
+    async def scenario() -> None:
+        gate = threading.Event()
+        model = FakeModel(gate)
+        batcher = MicroBatcher(max_size=8, runners=1, metrics=Metrics())
+        held, tasks = await _first_held_then(batcher, model, gate, [(model, 1)])
+        closing = asyncio.create_task(batcher.close())
+        await asyncio.sleep(0.05)
+        gate.set()
+        await closing
+        outcomes = await asyncio.gather(held, *tasks, return_exceptions=True)
+        assert all(isinstance(o, asyncio.CancelledError) for o in outcomes)
+
+    asyncio.run(scenario())
