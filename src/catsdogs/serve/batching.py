@@ -5,9 +5,9 @@ batching): an image runs at once when a model runner is free; while every runner
 and the next free runner takes up to ``max_size`` of them as one batch. So a lone request pays nothing, and
 under load the model runs batches, which cost less per image than single images (docs/serving.md).
 
-Everything here runs on the event loop; the model runs go to a pool of ``runners`` threads of their own: an
-OpenVINO infer request (its buffers sized for the largest batch) is kept per thread, so a fixed pool bounds
-that memory, where the shared worker-thread pool would grow one per thread it ever used (measured: +90 MB).
+Everything here runs on the event loop; the model runs go to a pool of ``runners`` threads of their own:
+OpenVINO keeps an infer request (buffers for the largest batch it ran) per calling thread, so a fixed pool
+bounds how many exist, whichever of the shared worker threads decoded the images.
 """
 
 from __future__ import annotations
