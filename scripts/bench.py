@@ -8,6 +8,7 @@ the servers are always stopped.
     python scripts/bench.py                       # shipped model, ../shared/data/uploads
     python scripts/bench.py --model DIR --images DIR --requests 300 --json reports/bench.json
     python scripts/bench.py --overload 60         # 2x capacity, open loop: shedding, p99, RSS
+    python scripts/bench.py --raw-body            # our server gets the raw image body instead of multipart
 """
 
 from __future__ import annotations
@@ -116,7 +117,16 @@ def percentile(sorted_ms: list[float], q: float) -> float:
     return sorted_ms[k]
 
 
-async def drive(url: str, images: list[tuple[str, bytes]], concurrency: int, n: int, max_seconds: float) -> Phase:
+async def post_image(client: httpx.AsyncClient, name: str, data: bytes, raw: bool) -> httpx.Response:
+    """POST /predict: multipart field ``file`` as the seed's clients send it, or the raw body (ours only)."""
+    if raw:
+        return await client.post("/predict", content=data, headers={"Content-Type": "image/jpeg"})
+    return await client.post("/predict", files={"file": (name, data, "image/jpeg")})
+
+
+async def drive(
+    url: str, images: list[tuple[str, bytes]], concurrency: int, n: int, max_seconds: float, raw: bool = False
+) -> Phase:
     """``n`` POST /predict requests (at most ``max_seconds``), ``concurrency`` in flight at a time."""
     latencies: list[float] = []
     errors = 0
@@ -126,7 +136,7 @@ async def drive(url: str, images: list[tuple[str, bytes]], concurrency: int, n: 
         # Warm-up: open the connections and let both servers reach a steady state.
         for i in range(min(10, n)):
             name, data = images[i % len(images)]
-            await client.post("/predict", files={"file": (name, data, "image/jpeg")})
+            await post_image(client, name, data, raw)
         stop_at = time.perf_counter() + max_seconds
 
         async def worker() -> None:
@@ -136,7 +146,7 @@ async def drive(url: str, images: list[tuple[str, bytes]], concurrency: int, n: 
                     return
                 name, data = images[i % len(images)]
                 start = time.perf_counter()
-                r = await client.post("/predict", files={"file": (name, data, "image/jpeg")})
+                r = await post_image(client, name, data, raw)
                 latencies.append((time.perf_counter() - start) * 1000)
                 if r.status_code != 200:
                     errors += 1
@@ -157,13 +167,13 @@ async def drive(url: str, images: list[tuple[str, bytes]], concurrency: int, n: 
 
 
 def bench_server(
-    name: str, url: str, pid: int, images: list[tuple[str, bytes]], args: argparse.Namespace
+    name: str, url: str, pid: int, images: list[tuple[str, bytes]], args: argparse.Namespace, raw: bool = False
 ) -> ServerResult:
     result = ServerResult(name)
     for c in args.concurrency:
         n = args.requests if c == 1 else args.requests * 2
         cpu_before = cpu_seconds(pid)
-        phase = asyncio.run(drive(url, images, c, n, args.max_seconds))
+        phase = asyncio.run(drive(url, images, c, n, args.max_seconds, raw))
         # Includes the 10 warm-up requests of the phase.
         phase.cpu_ms_per_request = (cpu_seconds(pid) - cpu_before) * 1000 / (phase.requests + min(10, n))
         result.phases[c] = phase
@@ -362,6 +372,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="CATSDOGS_INFERENCE_THREADS (0: CPU quota)")
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument(
+        "--raw-body",
+        action="store_true",
+        help="send our server the image as the request body (Content-Type: image/jpeg), not multipart; "
+        "the baseline always gets multipart (the seed's API)",
+    )
+    parser.add_argument(
         "--baseline-threads",
         type=int,
         default=0,
@@ -406,7 +422,8 @@ def main() -> None:
                 args.json.parent.mkdir(parents=True, exist_ok=True)
                 args.json.write_text(json.dumps(result, indent=2) + "\n")
             return
-        ours = bench_server(f"catsdogs ({info['backend']}, {info['threads']} thr)", url, proc.pid, images, args)
+        label = f"catsdogs ({info['backend']}, {info['threads']} thr{', raw body' if args.raw_body else ''})"
+        ours = bench_server(label, url, proc.pid, images, args, raw=args.raw_body)
 
     base = None
     if not args.skip_baseline:

@@ -68,7 +68,9 @@ def measure(model: Path, micro_batch: int, one_cpu: bool, jpegs: list[bytes], pn
         cmd = ["taskset", "-c", "0", *cmd]
     with running(cmd, url, "/ready", env) as proc:
         idle = vm_hwm_mib(proc.pid)
-        statuses = [s for i in range(0, 200, 8) for s in post_all(url, [(jpegs[(i + k) % len(jpegs)], "image/jpeg") for k in range(8)])]
+        statuses = []
+        for i in range(0, 200, 8):  # 200 real uploads, 8 at a time
+            statuses += post_all(url, [(jpegs[(i + k) % len(jpegs)], "image/jpeg") for k in range(8)])
         loaded = vm_hwm_mib(proc.pid)
         burst = post_all(url, [(png, "image/png")] * 8)
         peak = vm_hwm_mib(proc.pid)
