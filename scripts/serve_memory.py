@@ -3,9 +3,11 @@
 Starts the server (one worker, one model thread, no ``GLIBC_TUNABLES``, as in the container) once per
 micro-batch size, and reads the worker's ``VmHWM`` after each phase: idle; 200 real uploads sent 8 at a
 time; then 8 PNGs of 12 MP at once (a lossless format is decoded in full: the costliest upload allowed).
-``--one-cpu`` pins the server to one CPU, as a pod with a CPU limit of 1 runs it. A measurement, not a test.
+``--one-cpu`` pins the server to one CPU, as a pod with a CPU limit of 1 runs it; ``--arena-max`` sets
+``MALLOC_ARENA_MAX`` as the container image does (2; 0 = glibc's default, one arena per thread up to
+8 x cores). A measurement, not a test.
 
-    python scripts/serve_memory.py --one-cpu --micro-batch 1,4
+    python scripts/serve_memory.py --one-cpu --micro-batch 1,4 --arena-max 2,0
 """
 
 from __future__ import annotations
@@ -57,12 +59,15 @@ def post_all(url: str, uploads: list[tuple[bytes, str]]) -> list[int]:
         return list(pool.map(post, uploads))
 
 
-def measure(model: Path, micro_batch: int, one_cpu: bool, jpegs: list[bytes], png: bytes) -> str:
+def measure(model: Path, micro_batch: int, arena_max: int, one_cpu: bool, jpegs: list[bytes], png: bytes) -> str:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "CATSDOGS_INFERENCE_THREADS": "1", "CATSDOGS_MICRO_BATCH_SIZE": str(micro_batch)}
     env |= {"CATSDOGS_LOG_LEVEL": "WARNING"}
     env.pop("GLIBC_TUNABLES", None)
+    env.pop("MALLOC_ARENA_MAX", None)
+    if arena_max:
+        env["MALLOC_ARENA_MAX"] = str(arena_max)
     cmd = [*cli_command(), "serve", "--host", "127.0.0.1", "--port", str(port), "--model", str(model)]
     if one_cpu:
         cmd = ["taskset", "-c", "0", *cmd]
@@ -76,7 +81,8 @@ def measure(model: Path, micro_batch: int, one_cpu: bool, jpegs: list[bytes], pn
         peak = vm_hwm_mib(proc.pid)
     ok = sum(s == 200 for s in statuses)
     return (
-        f"MICRO_BATCH_SIZE={micro_batch}: idle {idle} MiB, after 200 uploads 8 at a time {loaded} MiB ({ok} x 200), "
+        f"MICRO_BATCH_SIZE={micro_batch} MALLOC_ARENA_MAX={arena_max or 'default'}: idle {idle} MiB, "
+        f"after 200 uploads 8 at a time {loaded} MiB ({ok} x 200), "
         f"8 PNGs of 12 MP at once {peak} MiB (statuses {sorted(burst)})"
     )
 
@@ -86,6 +92,12 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=MODELS_DIR)
     parser.add_argument("--images", type=Path, default=SHARED_DATA_DIR / "uploads")
     parser.add_argument("--micro-batch", type=lambda s: [int(x) for x in s.split(",")], default=[4])
+    parser.add_argument(
+        "--arena-max",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[2],
+        help="MALLOC_ARENA_MAX values (0: glibc's default)",
+    )
     parser.add_argument("--one-cpu", action="store_true", help="pin the server to CPU 0 (a pod with limits.cpu 1)")
     args = parser.parse_args()
     files = sorted(p for p in args.images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -94,8 +106,9 @@ def main() -> None:
     jpegs = [p.read_bytes() for p in files]
     png = big_png()
     print(f"{len(jpegs)} uploads from {args.images}; burst PNG {len(png):,} bytes", flush=True)
-    for size in args.micro_batch:
-        print(measure(args.model.resolve(), size, args.one_cpu, jpegs, png), flush=True)
+    for arena_max in args.arena_max:
+        for size in args.micro_batch:
+            print(measure(args.model.resolve(), size, arena_max, args.one_cpu, jpegs, png), flush=True)
 
 
 if __name__ == "__main__":

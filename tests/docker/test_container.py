@@ -259,6 +259,7 @@ def test_image_metadata(image: dict[str, Any]) -> None:
     assert env["PYTHONDONTWRITEBYTECODE"] == "1"
     assert env["PYTHONUNBUFFERED"] == "1"
     assert env["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/")
+    assert env["MALLOC_ARENA_MAX"] == "2"  # bounds the decode threads' memory (docs/serving.md)
 
 
 def test_image_size(
