@@ -113,10 +113,10 @@ def test_micro_batching_off_runs_every_request_alone(make_client: ClientFactory)
 
 # --- the batcher alone, with a fake model -----------------------------------------------------------------
 class FakeModel:
-    """``predict_array`` answers each image's first value; the first run waits for ``gate``; may raise."""
+    """``predict_array`` answers each image's first value; if ``held``, the first run waits for ``gate``."""
 
-    def __init__(self, gate: threading.Event | None = None, fail: bool = False):
-        self.gate, self.fail = gate, fail
+    def __init__(self, held: bool = False, fail: bool = False):
+        self.gate, self.fail = threading.Event() if held else None, fail
         self.runs: list[list[float]] = []
 
     def predict_array(self, batch: np.ndarray) -> list[Any]:
@@ -140,8 +140,12 @@ async def _wait_queued(batcher: MicroBatcher, n: int) -> None:
     raise AssertionError(f"{n} images never queued")
 
 
-async def _first_held_then(batcher: MicroBatcher, first: FakeModel, gate: threading.Event, rest: list[Any]) -> Any:
-    """Submit one image of ``first`` (its run held by ``gate``), then ``rest`` (model, value) pairs; release."""
+def _one_runner() -> MicroBatcher:
+    return MicroBatcher(max_size=8, runners=1, metrics=Metrics())
+
+
+async def _first_held_then(batcher: MicroBatcher, first: FakeModel, rest: list[Any]) -> Any:
+    """Submit one image of ``first`` (its run held until ``first.gate`` is set), then queue ``rest``."""
     held = asyncio.create_task(batcher.predict(first, _image(0)))  # type: ignore[arg-type]
     await asyncio.sleep(0.05)
     tasks = [asyncio.create_task(batcher.predict(m, _image(v))) for m, v in rest]
@@ -153,11 +157,9 @@ def test_a_batch_never_mixes_two_models() -> None:
     """After a reload, requests that started on the old model and the new one run in separate batches."""
 
     async def scenario() -> None:
-        gate = threading.Event()
-        old, new = FakeModel(gate), FakeModel()
-        batcher = MicroBatcher(max_size=8, runners=1, metrics=Metrics())
-        held, tasks = await _first_held_then(batcher, old, gate, [(old, 1), (old, 2), (new, 3), (old, 4)])
-        gate.set()
+        old, new, batcher = FakeModel(held=True), FakeModel(), _one_runner()
+        held, tasks = await _first_held_then(batcher, old, [(old, 1), (old, 2), (new, 3), (old, 4)])
+        old.gate.set()
         answers = await asyncio.gather(held, *tasks)
         assert [a.value for a in answers] == [0, 1, 2, 3, 4]
         assert old.runs == [[0], [1, 2], [4]] and new.runs == [[3]]
@@ -167,13 +169,11 @@ def test_a_batch_never_mixes_two_models() -> None:
 
 def test_a_request_that_went_away_is_left_out_of_the_batch() -> None:
     async def scenario() -> None:
-        gate = threading.Event()
-        model = FakeModel(gate)
-        batcher = MicroBatcher(max_size=8, runners=1, metrics=Metrics())
-        held, tasks = await _first_held_then(batcher, model, gate, [(model, 1), (model, 2), (model, 3)])
+        model, batcher = FakeModel(held=True), _one_runner()
+        held, tasks = await _first_held_then(batcher, model, [(model, 1), (model, 2), (model, 3)])
         tasks[1].cancel()  # the client of image 2 disconnected while it waited
         await asyncio.sleep(0)
-        gate.set()
+        model.gate.set()
         await held
         assert [a.value for a in await asyncio.gather(tasks[0], tasks[2])] == [1, 3]
         assert model.runs == [[0], [1, 3]]
@@ -183,11 +183,9 @@ def test_a_request_that_went_away_is_left_out_of_the_batch() -> None:
 
 def test_a_failed_run_fails_every_request_of_its_batch_and_frees_the_runner() -> None:
     async def scenario() -> None:
-        gate = threading.Event()
-        failing = FakeModel(gate, fail=True)
-        batcher = MicroBatcher(max_size=8, runners=1, metrics=Metrics())
-        held, tasks = await _first_held_then(batcher, failing, gate, [(failing, 1), (failing, 2)])
-        gate.set()
+        failing, batcher = FakeModel(held=True, fail=True), _one_runner()
+        held, tasks = await _first_held_then(batcher, failing, [(failing, 1), (failing, 2)])
+        failing.gate.set()
         outcomes = await asyncio.gather(held, *tasks, return_exceptions=True)
         assert all(isinstance(o, RuntimeError) for o in outcomes)
         healthy = FakeModel()
@@ -199,13 +197,11 @@ def test_a_failed_run_fails_every_request_of_its_batch_and_frees_the_runner() ->
 
 def test_close_cancels_what_is_still_queued() -> None:
     async def scenario() -> None:
-        gate = threading.Event()
-        model = FakeModel(gate)
-        batcher = MicroBatcher(max_size=8, runners=1, metrics=Metrics())
-        held, tasks = await _first_held_then(batcher, model, gate, [(model, 1)])
+        model, batcher = FakeModel(held=True), _one_runner()
+        held, tasks = await _first_held_then(batcher, model, [(model, 1)])
         closing = asyncio.create_task(batcher.close())
         await asyncio.sleep(0.05)
-        gate.set()
+        model.gate.set()
         await closing
         outcomes = await asyncio.gather(held, *tasks, return_exceptions=True)
         assert all(isinstance(o, asyncio.CancelledError) for o in outcomes)

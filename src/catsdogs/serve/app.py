@@ -65,13 +65,13 @@ def model_runners(threads: int) -> int:
     return max(1, available_cpus() // max(1, threads))
 
 
-def inference_concurrency(threads: int, micro_batch_size: int = 1) -> int:
+def inference_concurrency(runners: int, micro_batch_size: int) -> int:
     """How many requests may decode + run at once: enough to keep every CPU busy, no more.
 
     One run more than the CPUs can run side by side, so images are decoded while the model runs others;
     with micro-batching each of those runs is a batch.
     """
-    return (model_runners(threads) + 1) * micro_batch_size
+    return (runners + 1) * micro_batch_size
 
 
 @contextlib.asynccontextmanager
@@ -80,9 +80,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = state.settings
     configure_logging(settings.log_format, settings.log_level)
     threads = settings.inference_threads or available_cpus()
-    state.limiter = anyio.CapacityLimiter(inference_concurrency(threads, settings.micro_batch_size))
+    runners = model_runners(threads)
+    state.limiter = anyio.CapacityLimiter(inference_concurrency(runners, settings.micro_batch_size))
     if settings.micro_batch_size > 1:
-        state.batcher = MicroBatcher(settings.micro_batch_size, model_runners(threads), state.metrics)
+        state.batcher = MicroBatcher(settings.micro_batch_size, runners, state.metrics)
     state.reload_lock = asyncio.Lock()
     log.info(
         "starting",
