@@ -24,7 +24,7 @@ CANDIDATES = [  # (model, tuned_blocks, input size)
     ("resnet_small", 0, 128),
     ("efficientnet_lite0", 0, 160),  # the student: one path
     ("efficientnet_lite0", 0, 224),
-    ("efficientnet_lite0", 3, 224),  # the teacher's two paths, without its pet-score bank
+    ("efficientnet_lite0", 3, 224),  # the teacher's two paths
 ]
 
 

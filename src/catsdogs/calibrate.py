@@ -1,7 +1,9 @@
 """Fit what turns scores into honest answers, on the validation split only.
 
 * a temperature for the logits (temperature scaling: the probabilities mean what they say);
-* the pet-score threshold below which an image "does not look like a cat or a dog";
+* the pet score's regression (``catsdogs.petscore``): val cats and dogs and the fitted development sets
+  (``catsdogs.nonpet``) against non-pet photos, on one seeded half of val;
+* its threshold, at most ``max_false_rejection`` of the *other* half of val turned away;
 * the confidence below which the answer is "not sure".
 
 ``catsdogs calibrate`` writes them to ``calibration.json`` beside the checkpoint; export bakes the
@@ -22,7 +24,8 @@ from catsdogs.config import Params
 from catsdogs.metrics import expected_calibration_error, log_loss, softmax
 
 if TYPE_CHECKING:
-    import torch
+    from catsdogs.evaluate import SplitScores
+    from catsdogs.petscore import PetScore
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +36,8 @@ class Calibration:
     pet_threshold: float | None = None  # None: the model has no pet score
     unsure_below: float = 0.0
     image_size: int = 0  # the input size the values were fitted at
-    bank_file: str | None = None  # training features the pet score compares with (beside this file)
+    pet_weights: list[float] | None = None  # the pet score's regression on ``petscore.EVIDENCE``
+    pet_bias: float | None = None
     val: dict[str, Any] | None = None  # what the fit measured on val
 
     def save(self, path: Path) -> None:
@@ -48,11 +52,11 @@ class Calibration:
 
     directory: str = ""  # where it was loaded from (not saved)
 
-    def bank(self) -> torch.Tensor | None:
-        """The feature bank of the pet score, or None for models without one."""
-        import torch
+    def pet_score(self) -> PetScore | None:
+        """The fitted pet score for the serving graph, or None for models without one."""
+        from catsdogs.petscore import PetScore
 
-        return torch.from_numpy(np.load(Path(self.directory) / self.bank_file)) if self.bank_file else None
+        return PetScore(self.pet_weights, self.pet_bias or 0.0) if self.pet_weights is not None else None
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -80,18 +84,11 @@ def unsure_threshold(probs: np.ndarray, labels: np.ndarray, confident_accuracy: 
     return float(conf[order][ok[-1]]) if len(ok) else 1.0
 
 
-def fit(
-    logits: np.ndarray,
-    labels: np.ndarray,
-    pet: np.ndarray | None,
-    params: Params,
-    image_size: int,
-    bank_file: str | None,
-) -> Calibration:
+def fit(logits: np.ndarray, labels: np.ndarray, params: Params, image_size: int) -> Calibration:
+    """Temperature and "not sure" threshold on all of val (the pet score is fitted by ``fit_pet_score``)."""
     c = params.calibration
     t = fit_temperature(logits, labels)
     before, after = softmax(logits), softmax(logits, t)
-    threshold = pet_threshold(pet, c.max_false_rejection) if pet is not None else None
     val = {
         "n": len(labels),
         "nll_before": round(log_loss(before, labels), 6),
@@ -101,50 +98,65 @@ def fit(
     }
     unsure = unsure_threshold(after, labels, c.confident_accuracy)
     val["unsure_share"] = round(float((after.max(1) < unsure).mean()), 6)
-    if pet is not None:
-        val["false_rejection"] = round(float((pet < threshold).mean()), 6)
-    return Calibration(round(t, 6), threshold, round(unsure, 6), image_size, bank_file, val)
+    return Calibration(round(t, 6), None, round(unsure, 6), image_size, val=val)
+
+
+def fit_pet_regression(pets: np.ndarray, others: np.ndarray) -> tuple[list[float], float]:
+    """Logistic regression of "a cat or a dog is in view" on the evidence (N, 2), classes weighted equally."""
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.concatenate([pets, others])
+    y = np.r_[np.ones(len(pets)), np.zeros(len(others))]
+    lr = LogisticRegression(C=1.0, class_weight="balanced").fit(x, y)
+    return [round(float(w), 6) for w in lr.coef_[0]], round(float(lr.intercept_[0]), 6)
+
+
+def val_halves(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded halves of val: the pet score's regression fits on the first, its threshold on the second."""
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[: n // 2]), np.sort(order[n // 2 :])
+
+
+def fit_pet_score(
+    cal: Calibration, val: SplitScores, fitted: dict[str, tuple[bool, np.ndarray]], params: Params
+) -> Calibration:
+    """The regression on half of val plus the fitted development sets, its threshold on the other half of val.
+
+    ``fitted`` maps each fitted development set to (is a pet set, its evidence (N, 2)).
+    """
+    import torch
+
+    from catsdogs.petscore import PetScore
+
+    fit_idx, hold_idx = val_halves(len(val.logits), params.data.seed)
+    pets = [val.evidence[fit_idx]] + [e for pet, e in fitted.values() if pet]
+    others = [e for pet, e in fitted.values() if not pet]
+    weights, bias = fit_pet_regression(np.concatenate(pets), np.concatenate(others))
+    held = PetScore(weights, bias).score(torch.from_numpy(val.evidence[hold_idx])).numpy()
+    threshold = pet_threshold(held, params.calibration.max_false_rejection)
+    record = {"false_rejection": round(float((held < threshold).mean()), 6), "n_threshold": len(hold_idx)}
+    record["pet_fit"] = {"val": len(fit_idx)} | {name: len(e) for name, (_, e) in fitted.items()}
+    return replace(cal, pet_threshold=round(threshold, 6), pet_weights=weights, pet_bias=bias, val=cal.val | record)
 
 
 def run_calibration(params: Params, *, checkpoint: Path | None = None, output: Path | None = None) -> Calibration:
     from catsdogs.data import load_split
-    from catsdogs.evaluate import load_for_inference, predict_split
-    from catsdogs.inference import has_pet_score
+    from catsdogs.evaluate import load_for_inference, predict_images, predict_split
+    from catsdogs.nonpet import dev_sets
 
     model, cfg, _, prepared_dir = load_for_inference(params, checkpoint)
     out = output or params.path(params.train.output_dir) / "calibration.json"
-    # Always written (empty for models without a pet score): the pipeline has one shape for every model.
-    pet = has_pet_score(model)
-    bank = feature_bank(model, cfg, params, prepared_dir) if pet else np.zeros((0, 0), np.float32)
-    np.save(out.parent / "pet_bank.npy", bank)
-    bank_file = "pet_bank.npy" if pet else None
-    bank = bank if pet else None
     val = load_split(params, prepared_dir, cfg, "val")
-    logits, pet = predict_split(model, cfg, val, params.inference.tta, bank=bank)
-    cal = fit(logits, val.labels, pet, params, cfg.image_size, bank_file)
+    scores = predict_split(model, cfg, val, params.inference.tta)
+    cal = fit(scores.logits, val.labels, params, cfg.image_size)
+    if scores.evidence is not None:
+        ev = params.evaluation
+        sets = dev_sets(params.path(ev.nonpet_dir), params.path(ev.uploads_dir), params.data.seed)
+        fitted = {
+            d.name: (d.pet, predict_images(model, cfg, d.images, params.inference.tta).evidence) for d in sets if d.fit
+        }
+        cal = fit_pet_score(cal, scores, fitted, params)
     cal.save(out)
     log.info("calibration on %d val images: T=%.3f, pet threshold %s, unsure below %.3f, %s",
              len(val.labels), cal.temperature, cal.pet_threshold, cal.unsure_below, cal.val)  # fmt: skip
     return cal
-
-
-def feature_bank(model: Any, cfg: Any, params: Params, prepared_dir: Path) -> np.ndarray:
-    """ImageNet-path features of a seeded sample of training images: what "looks like a pet" means."""
-    import torch
-
-    from catsdogs.data import load_split
-    from catsdogs.inference import imagenet_features
-    from catsdogs.transforms import create_transform
-
-    train = load_split(params, prepared_dir, cfg, "train")
-    pick = np.sort(
-        np.random.default_rng(params.data.seed).permutation(len(train.labels))[: params.calibration.bank_images]
-    )
-    transform = create_transform(cfg)
-    feats = [
-        imagenet_features(
-            model, transform.batch(torch.from_numpy(np.ascontiguousarray(train.pixels[pick[i : i + 64]])))
-        )
-        for i in range(0, len(pick), 64)
-    ]
-    return torch.cat(feats).numpy().astype(np.float32)

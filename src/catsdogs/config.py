@@ -82,14 +82,14 @@ class InferenceParams(_Strict):
 
 class CalibrationParams(_Strict):
     # Fitted on val by `catsdogs calibrate`. The pet-score threshold rejects at most this share of
-    # val cats and dogs; "not sure" is below the confidence where answers reach this accuracy on val.
-    max_false_rejection: float = Field(0.003, ge=0, lt=0.5)
+    # held-out val cats and dogs; "not sure" is below the confidence where answers reach this accuracy on val.
+    max_false_rejection: float = Field(0.005, ge=0, lt=0.5)
     confident_accuracy: float = Field(0.995, gt=0.5, le=1)
-    bank_images: int = Field(2000, ge=10)  # training images whose features the pet score compares with
 
 
 class EvaluationParams(_Strict):
     nonpet_dir: str = "../shared/data/nonpet-dev"  # optional real non-pet photos (missing folder: skipped)
+    uploads_dir: str = "../shared/data/uploads"  # optional full-size pet photos, varied (missing folder: skipped)
 
 
 class ExportParams(_Strict):
@@ -106,6 +106,7 @@ class GateParams(_Strict):
     max_parity_diff: float = Field(1e-4, gt=0)
     max_latency_ms: float = Field(25.0, gt=0)
     sample: int | None = Field(None, ge=8)  # gate on the first N test images only (quick checks)
+    max_false_rejection: float = Field(0.01, ge=0, le=1)  # cats and dogs turned away as "not a cat or a dog"
 
 
 class DistillParams(_Strict):
@@ -114,7 +115,6 @@ class DistillParams(_Strict):
     calibrated probabilities. Each list is a grid searched on val."""
 
     image_size: int = Field(160, ge=32, le=512)
-    bank_images: int = Field(2000, ge=10)  # the student's pet-score bank (calibration.bank_images for it)
     alpha: list[float] = Field([0.0, 0.5, 1.0], min_length=1)  # weight of the teacher vs the labels
     kd_temperature: float = Field(2.0, gt=0)  # softens both sides of the teacher term (Hinton et al.)
     l2: list[float] = Field([1e-4, 1e-3, 1e-2], min_length=1)  # on the head's weights

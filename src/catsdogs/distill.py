@@ -40,7 +40,7 @@ STUDENT = "efficientnet_lite0"
 
 
 def student_params(params: Params) -> Params:
-    """The teacher's params with the student's model, input size, bank and output folders."""
+    """The teacher's params with the student's model, input size and output folders."""
     d = params.distill
     update = {
         "model": params.model.model_copy(
@@ -48,7 +48,6 @@ def student_params(params: Params) -> Params:
         ),
         "train": params.train.model_copy(update={"output_dir": d.output_dir}),
         "inference": params.inference.model_copy(update={"image_size": None}),
-        "calibration": params.calibration.model_copy(update={"bank_images": d.bank_images}),
         "export": params.export.model_copy(update={"output_dir": d.bundle_dir, "quantize": False}),
     }
     return params.model_copy(update=update)
@@ -62,7 +61,7 @@ def teacher_probs(params: Params, split: str, tau: float) -> tuple[np.ndarray, n
     cal = Calibration.load(ckpt.parent / "calibration.json")
     model, cfg, _, prepared = load_for_inference(params, ckpt)
     data = load_split(params, prepared, cfg, split)
-    logits, _ = predict_split(model, cfg, data, params.inference.tta)
+    logits = predict_split(model, cfg, data, params.inference.tta).logits
     return softmax(logits, cal.temperature * tau), data.labels
 
 

@@ -10,7 +10,7 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ from catsdogs.config import Params
 from catsdogs.data import CLASSES, ArrayLoader, SplitData, ensure_prepared, load_split
 from catsdogs.inference import serving_model
 from catsdogs.metrics import classification_metrics, expected_calibration_error, log_loss, softmax
+from catsdogs.petscore import PetScore
 from catsdogs.plots import classification_report_text, confusion, confusion_matrix, roc_curve
 from catsdogs.runtime import autocast, memory_format
 from catsdogs.transforms import PreprocessConfig, Transform, create_transform
@@ -55,6 +56,16 @@ def load_for_inference(
     return model, cfg, ckpt, prepared_dir
 
 
+class SplitScores(NamedTuple):
+    """The serving graph's outputs over a split: logits (N, C); for models with a pet score also the score
+    (N,), the looks_like ImageNet index (N,) and the evidence (N, 2) its regression reads."""
+
+    logits: np.ndarray
+    pet: np.ndarray | None = None
+    looks_like: np.ndarray | None = None
+    evidence: np.ndarray | None = None
+
+
 @torch.no_grad()
 def predict_split(
     model: nn.Module,
@@ -62,20 +73,27 @@ def predict_split(
     data: SplitData,
     tta: str,
     temperature: float = 1.0,
-    bank: np.ndarray | torch.Tensor | None = None,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Logits (N, C) and pet scores (N,) or None, from the fp32 serving graph (what the bundle runs)."""
-    bank = torch.as_tensor(bank) if bank is not None else None
-    graph = serving_model(model, temperature=temperature, tta=tta, bank=bank)
+    pet: PetScore | None = None,
+) -> SplitScores:
+    """Every output of the fp32 serving graph (what the bundle runs), in order."""
+    graph = serving_model(model, temperature=temperature, tta=tta, pet=pet)
     transform = create_transform(cfg)
-    logits, pets = [], []
+    parts: dict[str, list[np.ndarray]] = {}
     for pixels, _ in ArrayLoader(data, 128, shuffle=False):
-        out = graph(transform.batch(pixels))
-        lg, pet = out if isinstance(out, tuple) else (out, None)
-        logits.append(lg.numpy())
-        if pet is not None:
-            pets.append(pet.numpy())
-    return np.concatenate(logits), (np.concatenate(pets) if pets else None)
+        for name, value in graph.scores(transform.batch(pixels)).items():
+            parts.setdefault(name, []).append(value.numpy())
+    out = {name: np.concatenate(v) for name, v in parts.items()}
+    return SplitScores(out["logits"], out.get("pet_score"), out.get("looks_like"), out.get("evidence"))
+
+
+def predict_images(
+    model: nn.Module, cfg: PreprocessConfig, images: list[Any], tta: str, pet: PetScore | None = None
+) -> SplitScores:
+    """``predict_split`` over PIL images, resized exactly as training and serving resize them."""
+    from catsdogs.nonpet import to_pixels
+
+    data = SplitData(to_pixels(images, cfg.image_size), np.zeros(len(images), dtype=np.int64))
+    return predict_split(model, cfg, data, tta, pet=pet)
 
 
 def test_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
@@ -103,14 +121,13 @@ def run_evaluation(params: Params, *, checkpoint: Path | None = None, output: Pa
     cal = Calibration.load(ckpt_path.parent / "calibration.json")
     model, cfg, ckpt, prepared_dir = load_for_inference(params, ckpt_path)
     test = load_split(params, prepared_dir, cfg, "test")
-    bank = cal.bank()
-    logits, pet = predict_split(model, cfg, test, params.inference.tta, bank=bank)
-    labels = test.labels
+    scores = predict_split(model, cfg, test, params.inference.tta, pet=cal.pet_score())
+    logits, labels = scores.logits, test.labels
     probs = softmax(logits, cal.temperature)
     metrics = test_metrics(probs, labels)
     metrics["calibration"] = calibration_report(logits, labels, cal)
-    if pet is not None and cal.pet_threshold is not None:
-        metrics["not_cat_or_dog"] = not_pet_report(model, cfg, params, pet, cal, bank)
+    if scores.pet is not None and cal.pet_threshold is not None:
+        metrics["not_cat_or_dog"] = not_pet_report(model, cfg, params, scores.pet, cal)
     metrics.update(model=ckpt.model_name, image_size=cfg.image_size, tta=params.inference.tta)
     metrics["train_image_size"] = ckpt.params["model"]["image_size"]
     metrics["checkpoint_epoch"] = ckpt.state.best_epoch
@@ -146,25 +163,32 @@ def calibration_report(logits: np.ndarray, labels: np.ndarray, cal: Any) -> dict
 
 
 def not_pet_report(
-    model: nn.Module, cfg: PreprocessConfig, params: Params, pet: np.ndarray, cal: Any, bank: torch.Tensor | None
+    model: nn.Module, cfg: PreprocessConfig, params: Params, pet: np.ndarray, cal: Any
 ) -> dict[str, Any]:
-    """False rejections of this split's real cats and dogs, and detection on the non-pet set."""
-    from catsdogs.nonpet import nonpet_set
+    """False rejection of this split's cats and dogs, and of every development set, in the fp32 graph.
 
-    groups = nonpet_set(cfg.image_size, params.path(params.evaluation.nonpet_dir))
-    detection = {}
-    for group, pixels in groups.items():
-        data = SplitData(pixels, np.zeros(len(pixels), dtype=np.int64))
-        _, scores = predict_split(model, cfg, data, params.inference.tta, bank=bank)
-        detection[group] = {"n": len(pixels), "detected": round(float((scores < cal.pet_threshold).mean()), 6)}
-    n_all = sum(d["n"] for d in detection.values())
-    overall = sum(d["detected"] * d["n"] for d in detection.values()) / max(1, n_all)
+    ``rate`` is the false rejection of a pet set and the detection of a non-pet set; the served
+    backend's figures (what the model card reports) come from ``catsdogs robustness``.
+    """
+    from catsdogs.nonpet import dev_sets
+
+    ev = params.evaluation
+    by_set = {}
+    for d in dev_sets(params.path(ev.nonpet_dir), params.path(ev.uploads_dir), params.data.seed):
+        scores = predict_images(model, cfg, d.images, params.inference.tta, pet=cal.pet_score()).pet
+        by_set[d.name] = {"pet": d.pet, "fit": d.fit, "n": len(scores), "rate": _rate(scores, cal.pet_threshold)}
+    held = [r for r in by_set.values() if not r["pet"] and not r["fit"]]
     return {
         "threshold": cal.pet_threshold,
-        "false_rejection": round(float((pet < cal.pet_threshold).mean()), 6),
-        "detection": round(overall, 6),
-        "detection_by_group": detection,
+        "false_rejection": _rate(pet, cal.pet_threshold),
+        "detection": round(sum(r["rate"] * r["n"] for r in held) / max(1, sum(r["n"] for r in held)), 6),
+        "by_set": by_set,
     }
+
+
+def _rate(scores: np.ndarray, threshold: float) -> float:
+    """False rejection of pets or detection of non-pets: the share of scores under the threshold."""
+    return round(float((scores < threshold).mean()), 6) if len(scores) else 0.0
 
 
 def _write_reports(metrics: dict[str, Any], probs: np.ndarray, labels: np.ndarray, output: Path) -> None:
@@ -177,13 +201,12 @@ def _write_reports(metrics: dict[str, Any], probs: np.ndarray, labels: np.ndarra
 
 
 def _log_to_mlflow(run_id: str | None, metrics: dict[str, Any], output: Path) -> None:
-    if not run_id:
+    from catsdogs import tracking
+
+    if not tracking.known_run(run_id):
         return
     import mlflow
 
-    from catsdogs import tracking
-
-    tracking.setup_mlflow()
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics({f"test_{k}": metrics[k] for k in ("accuracy", "precision", "recall", "f1", "roc_auc")})
         mlflow.log_metrics({f"test_{k}": v for k, v in metrics["calibration"].items() if k.startswith(("nll", "ece"))})
@@ -213,7 +236,7 @@ def sweep_inference(
         cfg = dataclasses.replace(train_cfg, image_size=size)
         data = load_split(params, prepared_dir, cfg, split)
         for tta in ttas:
-            logits, _ = predict_split(model, cfg, data, tta)
+            logits = predict_split(model, cfg, data, tta).logits
             m = classification_metrics(softmax(logits), data.labels)
             rows.append(
                 {

@@ -27,7 +27,7 @@ from catsdogs.data import ensure_prepared, load_split
 from catsdogs.inference import serving_model
 from catsdogs.metrics import softmax
 from catsdogs.model import count_parameters
-from catsdogs.predictor import PET_OUTPUT, Predictor, bundle_digest
+from catsdogs.predictor import LOOKS_OUTPUT, PET_OUTPUT, Predictor, bundle_digest
 from catsdogs.transforms import PreprocessConfig, create_transform
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def export_onnx(model: torch.nn.Module, path: Path, image_size: int, opset: int)
 
     dummy = torch.zeros(1, 3, image_size, image_size)
     with torch.no_grad():
-        outputs = [OUTPUT, PET_OUTPUT] if isinstance(model(dummy), tuple) else [OUTPUT]
+        outputs = [OUTPUT, PET_OUTPUT, LOOKS_OUTPUT] if isinstance(model(dummy), tuple) else [OUTPUT]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -125,7 +125,7 @@ def run_export(
 
     onnx_path, int8_path = out / "model.onnx", out / "model.int8.onnx"
     torch.save(model.state_dict(), out / "model.pt")  # for the PyTorch baseline and parity checks
-    graph = serving_model(model, temperature=cal.temperature, tta=params.inference.tta, bank=cal.bank())
+    graph = serving_model(model, temperature=cal.temperature, tta=params.inference.tta, pet=cal.pet_score())
     outputs = export_onnx(graph, onnx_path, cfg.image_size, params.export.opset)
     report, p_onnx = check_fp32(graph, onnx_path, x, labels)
     if params.export.quantize:
@@ -259,6 +259,21 @@ def try_int8(
     return kept
 
 
+def pet_score_meta(cal: Calibration) -> dict[str, Any] | None:
+    """How the bundle's pet score is made, for model.json and the card (None: the model has none)."""
+    from catsdogs.petscore import EVIDENCE
+
+    if cal.pet_weights is None:
+        return None
+    return {
+        "method": "logistic regression on the untouched ImageNet head (fitted on val + development sets)",
+        "evidence": list(EVIDENCE),
+        "weights": cal.pet_weights,
+        "bias": cal.pet_bias,
+        "looks_like": "ImageNet index of the best class that is not a cat or a dog (catsdogs.looks_like)",
+    }
+
+
 def bundle_meta(
     params: Params,
     ckpt: Any,
@@ -287,9 +302,7 @@ def bundle_meta(
         "outputs": outputs,
         "calibration": {"method": "temperature scaling (fitted on val)", "temperature": cal.temperature},
         "thresholds": {"pet_score": cal.pet_threshold, "unsure_below": cal.unsure_below},
-        "pet_score": "mean cosine similarity of the ImageNet features to their 10 nearest training images"
-        if cal.bank_file
-        else None,
+        "pet_score": pet_score_meta(cal),
         "metrics": {k: metrics[k] for k in ("accuracy", "precision", "recall", "f1", "roc_auc") if k in metrics},
         "n_test": metrics.get("n_test"),
         "files": files | {"torch": "model.pt"},
@@ -319,13 +332,12 @@ def bundle_meta(
 
 def _log_bundle(meta: dict[str, Any], bundle: Path) -> None:
     """Attach the bundle to the training run as artifact path ``bundle`` (what ``models:/`` URIs serve)."""
-    if not meta["mlflow_run_id"]:
+    from catsdogs import tracking
+
+    if not tracking.known_run(meta["mlflow_run_id"]):
         return
     import mlflow
 
-    from catsdogs import tracking
-
-    tracking.setup_mlflow()
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / "bundle"
         shutil.copytree(bundle, staged)

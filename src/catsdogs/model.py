@@ -180,7 +180,7 @@ class EfficientNetLite0(nn.Module):
     """EfficientNet-Lite0 (4.7 M parameters) with two paths that share the frozen lower blocks.
 
     * The ImageNet path (``_blocks``, ``_conv_head``, ``_fc``: the released weights, never trained) gives
-      the pet score: the ImageNet head's total probability on cat and dog classes ("is this a pet at all").
+      the pet score's evidence ("is a cat or a dog in view at all", ``catsdogs.petscore``).
     * The classifier path fine-tunes a copy of the top ``tuned_blocks`` blocks and the head conv
       (``tuned``), so training never changes what the ImageNet head sees. With 0 tuned blocks both
       paths share the pooled features and only ``head`` trains (a linear probe).
@@ -196,9 +196,6 @@ class EfficientNetLite0(nn.Module):
         self.tuned = TunedTop(lite0_blocks()[self.split :]) if cfg.tuned_blocks else None
         self.dropout = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(LITE0_FEATURES, cfg.num_classes)
-        pets = torch.zeros(1000)
-        pets[list(IMAGENET_CAT_CLASSES + IMAGENET_DOG_CLASSES)] = 1.0
-        self.register_buffer("pet_classes", pets, persistent=False)
 
     def stem(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu6(self._bn0(self._conv_stem(x)))  # (N, 32, H/2, W/2)
@@ -221,15 +218,8 @@ class EfficientNetLite0(nn.Module):
     def classify(self, feats: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(feats))  # (N, num_classes) logits
 
-    def pet_score(self, imagenet_feats: torch.Tensor) -> torch.Tensor:
-        imagenet = torch.softmax(self._fc(imagenet_feats).float(), dim=1)  # (N, 1000)
-        return imagenet @ self.pet_classes  # (N,) in [0, 1]
-
-    def logits_and_pet_score(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        a = self.trunk(x)
-        imagenet = self.imagenet_features(a)
-        feats = self.tuned(a) if self.tuned is not None else imagenet
-        return self.classify(feats), self.pet_score(imagenet)
+    def imagenet_logits(self, imagenet_feats: torch.Tensor) -> torch.Tensor:
+        return self._fc(imagenet_feats).float()  # (N, 1000): what the pet score reads
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classify(self.classifier_features(self.trunk(x)))  # (N, num_classes) logits

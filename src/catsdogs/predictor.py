@@ -20,12 +20,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
 from catsdogs.backends import BACKEND_FILES, BackendUnavailable, Session, available, latency_ms, open_session
 from catsdogs.cpus import available_cpus, cgroup_cpu_limit
+from catsdogs.looks_like import ImageNetClass
+from catsdogs.looks_like import looks_like as looks_like_class
 from catsdogs.transforms import (
     DEFAULT_MAX_PIXELS,
     InvalidImageError,
@@ -38,7 +40,30 @@ log = logging.getLogger(__name__)
 
 Backend = Literal["auto", "onnx", "onnx-int8", "openvino", "openvino-bf16"]
 BACKENDS: tuple[str, ...] = ("auto", *BACKEND_FILES)
-PET_OUTPUT = "pet_score"  # the bundle's optional second output: "is this a cat or a dog at all"
+PET_OUTPUT = "pet_score"  # the bundle's optional second output: "is a cat or a dog in this photo at all"
+LOOKS_OUTPUT = "looks_like"  # its optional third: the ImageNet index of the best class that is not a pet
+
+
+class Scores(NamedTuple):
+    """One model run: calibrated probabilities (N, C); pet scores and looks_like indices (N,) or None."""
+
+    probs: np.ndarray
+    pet: np.ndarray | None
+    looks_like: np.ndarray | None
+    elapsed_ms: float
+
+
+def imagenet_class(index: int) -> ImageNetClass | None:
+    """The ImageNet class (plain word, kind) at an index, or None when the bundle's index is out of range."""
+    try:
+        return looks_like_class(index)
+    except IndexError:
+        return None
+
+
+def article(word: str) -> str:
+    """ "a horse", "an ant", "a person" (nouns that read oddly with an article are rare among these words)."""
+    return f"{'an' if word[0].lower() in 'aeiou' else 'a'} {word}"
 
 
 class ModelLoadError(RuntimeError):
@@ -50,8 +75,9 @@ class Prediction:
     """One classified image. ``inference_time_ms`` is the model run that produced it (shared by a batch).
 
     ``confidence`` is calibrated (temperature scaling fitted on val). ``is_cat_or_dog`` is false when
-    the pet score is under the bundle's threshold; ``uncertain`` when confidence is under its
-    "not sure" threshold. ``reason`` says why in a sentence.
+    the pet score is under the bundle's threshold (or the operator's); ``looks_like`` then names what
+    the photo looks like instead ("horse"). ``uncertain`` when confidence is under the bundle's "not
+    sure" threshold. ``reason`` says why in a sentence.
     """
 
     label: str
@@ -62,6 +88,8 @@ class Prediction:
     pet_score: float | None = None
     uncertain: bool = False
     reason: str | None = None
+    looks_like: str | None = None  # what it looks like instead, when not a cat or a dog ("horse")
+    looks_like_kind: str | None = None  # the ImageNet head's kind for it (``catsdogs.looks_like.KINDS``)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -74,6 +102,8 @@ class Prediction:
             "pet_score": self.pet_score,
             "uncertain": self.uncertain,
             "reason": self.reason,
+            "looks_like": self.looks_like,
+            "looks_like_kind": self.looks_like_kind,
         }
 
 
@@ -334,6 +364,7 @@ class Predictor:
     source: str = ""
     loaded_at: float = field(default_factory=time.time)
     warmed: bool = False
+    pet_threshold_override: float | None = None  # the operator's threshold instead of the bundle's
 
     def __post_init__(self) -> None:
         self.cfg = PreprocessConfig.from_dict(self.meta["preprocess"])
@@ -342,9 +373,12 @@ class Predictor:
         self.image_size = self.cfg.image_size
         self._input_name = self.session.get_inputs()[0].name
         outputs = [o.name for o in self.session.get_outputs()]
-        self._output_names = outputs[:2] if PET_OUTPUT in outputs else outputs[:1]
+        self._output_names = [outputs[0]] + [name for name in (PET_OUTPUT, LOOKS_OUTPUT) if name in outputs]
         thresholds = self.meta.get("thresholds") or {}
-        self.pet_threshold: float | None = thresholds.get("pet_score") if PET_OUTPUT in outputs else None
+        bundle_threshold = thresholds.get("pet_score")
+        if self.pet_threshold_override is not None:
+            bundle_threshold = self.pet_threshold_override
+        self.pet_threshold: float | None = bundle_threshold if PET_OUTPUT in outputs else None
         self.unsure_below: float = float(thresholds.get("unsure_below") or 0.0)
 
     @classmethod
@@ -355,8 +389,12 @@ class Predictor:
         backend: str = "auto",
         threads: int = 0,
         max_image_pixels: int = DEFAULT_MAX_PIXELS,
+        pet_threshold: float | None = None,
     ) -> Predictor:
-        """Load a bundle directory or registry URI. Raises ``ModelLoadError`` naming the problem."""
+        """Load a bundle directory or registry URI. Raises ``ModelLoadError`` naming the problem.
+
+        ``pet_threshold`` replaces the bundle's "not a cat or a dog" threshold (its model card's default).
+        """
         if backend not in BACKENDS:
             raise ModelLoadError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         bundle_dir = resolve_model_uri(model)
@@ -385,6 +423,7 @@ class Predictor:
             session=session,
             max_image_pixels=max_image_pixels,
             source=str(model) if str(model).startswith("models:/") else str(bundle_dir),
+            pet_threshold_override=pet_threshold,
         )
 
     # --- properties -------------------------------------------------------------------------------------
@@ -430,27 +469,34 @@ class Predictor:
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, float]:
         """float32 (N, 3, S, S) -> (softmax probabilities (N, C), model time in ms)."""
-        probs, _, elapsed_ms = self.run_scores(batch)
-        return probs, elapsed_ms
+        scores = self.run_scores(batch)
+        return scores.probs, scores.elapsed_ms
 
-    def run_scores(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, float]:
-        """float32 (N, 3, S, S) -> (calibrated probabilities (N, C), pet scores (N,) or None, model ms)."""
+    def run_scores(self, batch: np.ndarray) -> Scores:
+        """float32 (N, 3, S, S) -> calibrated probabilities (N, C), pet scores and looks_like (N,) or None."""
         start = time.perf_counter()
         outputs = self.session.run(self._output_names, {self._input_name: batch})
         elapsed_ms = (time.perf_counter() - start) * 1000.0
         logits = outputs[0].astype(np.float64, copy=False)
         exp = np.exp(logits - logits.max(axis=1, keepdims=True))
         pet = outputs[1].astype(np.float64, copy=False) if len(outputs) > 1 else None
-        return exp / exp.sum(axis=1, keepdims=True), pet, elapsed_ms
+        looks = outputs[2].astype(np.int64, copy=False) if len(outputs) > 2 else None
+        return Scores(exp / exp.sum(axis=1, keepdims=True), pet, looks, elapsed_ms)
 
-    def _prediction(self, row: np.ndarray, pet: float | None, elapsed_ms: float) -> Prediction:
+    def _prediction(self, row: np.ndarray, pet: float | None, looks: int | None, elapsed_ms: float) -> Prediction:
         best = int(row.argmax())
         confidence = round(float(row[best]), 6)
         is_pet = self.pet_threshold is None or pet is None or pet >= self.pet_threshold
         uncertain = confidence < self.unsure_below
-        reason = None
+        reason = looks_like = None
+        seen = imagenet_class(looks) if looks is not None else None
         if not is_pet:
-            reason = "this doesn't look like a cat or a dog"
+            looks_like = seen.word if seen else None
+            reason = (
+                f"this looks like {article(looks_like)}, not a cat or a dog"
+                if looks_like
+                else ("this doesn't look like a cat or a dog")
+            )
         elif uncertain:
             reason = f"not sure: confidence {confidence:.0%} is below {self.unsure_below:.0%}"
         return Prediction(
@@ -462,6 +508,8 @@ class Predictor:
             pet_score=None if pet is None else round(float(pet), 6),
             uncertain=uncertain,
             reason=reason,
+            looks_like=looks_like,
+            looks_like_kind=seen.kind if seen and not is_pet else None,
         )
 
     def predict_bytes(self, images: Sequence[bytes]) -> list[PredictionResult]:
@@ -484,9 +532,15 @@ class Predictor:
 
     def predict_array(self, batch: np.ndarray) -> list[Prediction]:
         """float32 (N, 3, S, S) model inputs -> the answers a client gets, in ONE model run."""
-        probs, pets, elapsed_ms = self.run_scores(batch)
+        s = self.run_scores(batch)
         return [
-            self._prediction(row, None if pets is None else float(pets[k]), elapsed_ms) for k, row in enumerate(probs)
+            self._prediction(
+                row,
+                None if s.pet is None else float(s.pet[k]),
+                None if s.looks_like is None else int(s.looks_like[k]),
+                s.elapsed_ms,
+            )
+            for k, row in enumerate(s.probs)
         ]
 
     def latency_ms(self, x: np.ndarray | None = None, *, runs: int = 100, warmup: int = 5) -> dict[str, float]:

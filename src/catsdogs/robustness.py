@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
 from catsdogs.config import Params
+from catsdogs.petreport import pet_report, plot_curve
 from catsdogs.predictor import Predictor
 from catsdogs.transforms import load_image
 
@@ -71,5 +72,8 @@ def run_robustness(params: Params, *, model_dir: Path | None = None, output: Pat
               "backend": predictor.backend, "n": len(labels), "accuracy": accuracy}  # fmt: skip
     out = output or params.path("reports/robustness.json")
     out.parent.mkdir(parents=True, exist_ok=True)
+    if (pets := pet_report(predictor, params, images)) is not None:
+        result["not_cat_or_dog"] = pets
+        plot_curve(pets["curve"], pets["threshold"], out.parent / "pet_threshold_curve.png")
     out.write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -42,6 +42,23 @@ def setup_mlflow(experiment: str = EXPERIMENT) -> Any:
     return mlflow.set_experiment(experiment)
 
 
+def known_run(run_id: str | None) -> bool:
+    """Whether ``run_id`` is a run in the configured store: a model trained on another machine has a run id
+    that this store never saw, and its later stages then log nothing instead of failing."""
+    if not run_id:
+        return False
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    setup_mlflow()
+    try:
+        mlflow.get_run(run_id)
+    except MlflowException:
+        log.warning("MLflow run %s is not in %s (trained elsewhere?): not logged there", run_id, tracking_uri())
+        return False
+    return True
+
+
 def git_commit() -> str:
     try:
         out = subprocess.run(

@@ -18,7 +18,7 @@ import numpy as np
 
 from catsdogs.config import Params
 from catsdogs.data import CLASSES, ensure_prepared, raw_source, read_manifest
-from catsdogs.predictor import ModelLoadError, Predictor
+from catsdogs.predictor import ModelLoadError, Prediction, Predictor
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,9 @@ def run_gate(params: Params, *, model_dir: Path | None = None, promote: bool = T
         result.checks.append(Check("bundle", False, f"{exc} (run `catsdogs export` first)"))
         return result
     images, labels = test_images(params)
-    result.checks += [accuracy_check(predictor, images, labels, params.gate.min_accuracy)]
+    answers = served_answers(predictor, images)
+    result.checks += [accuracy_check(predictor, answers, labels, params.gate.min_accuracy)]
+    result.checks += [false_rejection_check(predictor, answers, params.gate.max_false_rejection)]
     result.checks += [parity_check(predictor, images[:256], params.gate.max_parity_diff)]
     result.checks += [latency_check(predictor, images[0], params.gate.max_latency_ms)]
     if result.passed and promote:
@@ -69,13 +71,34 @@ def run_gate(params: Params, *, model_dir: Path | None = None, promote: bool = T
     return result
 
 
-def accuracy_check(predictor: Predictor, images: list[bytes], labels: np.ndarray, floor: float) -> Check:
-    predicted = []
+def served_answers(predictor: Predictor, images: list[bytes]) -> list[Prediction]:
+    """What a client is told for each test image (a file that fails to decode fails the gate loudly)."""
+    answers: list[Prediction] = []
     for i in range(0, len(images), 64):
-        predicted += [predictor.class_names.index(p.label) for p in predictor.predict_bytes(images[i : i + 64])]
+        for r in predictor.predict_bytes(images[i : i + 64]):
+            if not isinstance(r, Prediction):
+                raise ValueError(f"a test image was refused by the bundle: {r.message}")
+            answers.append(r)
+    return answers
+
+
+def accuracy_check(predictor: Predictor, answers: list[Prediction], labels: np.ndarray, floor: float) -> Check:
+    predicted = [predictor.class_names.index(p.label) for p in answers]
     accuracy = float((np.asarray(predicted) == labels).mean())
     detail = f"test accuracy {accuracy:.4f} on {len(labels)} images ({predictor.backend}) vs threshold {floor:.4f}"
     return Check("accuracy", accuracy >= floor, detail)
+
+
+def false_rejection_check(predictor: Predictor, answers: list[Prediction], ceiling: float) -> Check:
+    """A model that turns real cats and dogs away as "not a cat or a dog" cannot be released."""
+    if predictor.pet_threshold is None:
+        return Check("false_rejection", True, "the bundle has no pet score: nothing is turned away")
+    rejected = float(np.mean([not p.is_cat_or_dog for p in answers]))
+    detail = (
+        f"{rejected:.2%} of {len(answers)} test cats and dogs answered 'not a cat or a dog' "
+        f"(threshold {predictor.pet_threshold:.4f}) vs ceiling {ceiling:.2%}"
+    )
+    return Check("false_rejection", rejected <= ceiling, detail)
 
 
 def parity_check(predictor: Predictor, images: list[bytes], max_diff: float) -> Check:
@@ -90,18 +113,23 @@ def parity_check(predictor: Predictor, images: list[bytes], max_diff: float) -> 
     from catsdogs.inference import serving_model
     from catsdogs.metrics import softmax
     from catsdogs.model import create_model
+    from catsdogs.petscore import PetScore
 
     meta = predictor.meta
     tuned = int(meta.get("params", {}).get("model", {}).get("tuned_blocks", 0))
     model = create_model(meta["architecture"], num_classes=len(predictor.class_names), tuned_blocks=tuned)
     model.load_state_dict(torch.load(torch_file, map_location="cpu", weights_only=True))
-    graph = serving_model(model, temperature=meta["calibration"]["temperature"], tta=meta.get("tta", "none"))
+    pet = meta.get("pet_score")
+    pet = PetScore(pet["weights"], pet["bias"]) if isinstance(pet, dict) else None
+    graph = serving_model(model, temperature=meta["calibration"]["temperature"], tta=meta.get("tta", "none"), pet=pet)
     x = np.stack([predictor.preprocess(b) for b in images])
     with torch.no_grad():
-        out = graph(torch.from_numpy(x))
-    p_torch = softmax((out[0] if isinstance(out, tuple) else out).numpy())
+        out = graph.scores(torch.from_numpy(x))
     fp32 = predictor if predictor.backend == "onnx" else Predictor.load(predictor.bundle_dir, backend="onnx")
-    diff = float(np.abs(fp32.run(x)[0] - p_torch).max())
+    onnx = fp32.run_scores(x)
+    diff = float(np.abs(onnx.probs - softmax(out["logits"].numpy())).max())
+    if onnx.pet is not None and "pet_score" in out:  # the pet score is a probability too
+        diff = max(diff, float(np.abs(onnx.pet - out["pet_score"].numpy()).max()))
     return Check("onnx_parity", diff <= max_diff, f"max |p_onnx - p_torch| {diff:.2e} vs {max_diff:.0e}")
 
 

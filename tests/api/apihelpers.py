@@ -33,10 +33,38 @@ RED = (220, 30, 30)
 BLUE = (30, 30, 220)
 
 
+PET_THRESHOLD = 0.5  # the tiny pet bundle's threshold: green photos are pets, red ones are not
+LOOKS_LIKE = 339  # what the tiny pet bundle says a non-pet looks like: ImageNet's "sorrel", a horse
+
+
+def _pet_nodes(helper: Any, TensorProto: Any) -> tuple[list[Any], list[Any], list[Any]]:
+    """pet_score = sigmoid(mean green), looks_like = 339 for every image: nodes, initializers, outputs."""
+    nodes = [
+        helper.make_node("Gather", ["flat", "green"], ["g"], axis=1),
+        helper.make_node("Sigmoid", ["g"], ["pet_score"]),
+        helper.make_node("Mul", ["g", "zero"], ["g0"]),
+        helper.make_node("Add", ["g0", "horse"], ["looks_f"]),
+        helper.make_node("Cast", ["looks_f"], ["looks_like"], to=TensorProto.INT64),
+    ]
+    inits = [
+        helper.make_tensor("green", TensorProto.INT64, [], [1]),
+        helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
+        helper.make_tensor("horse", TensorProto.FLOAT, [], [float(LOOKS_LIKE)]),
+    ]
+    outputs = [
+        helper.make_tensor_value_info("pet_score", TensorProto.FLOAT, ["N"]),
+        helper.make_tensor_value_info("looks_like", TensorProto.INT64, ["N"]),
+    ]
+    return nodes, inits, outputs
+
+
 def write_tiny_bundle(
-    path: Path, *, version: str = "1.0.0-test", default_backend: str = "onnx", int8: bool = True
+    path: Path, *, version: str = "1.0.0-test", default_backend: str = "onnx", int8: bool = True, pet: bool = False
 ) -> Path:
-    """A valid bundle (same contract as the shipped one) around a 6-weight ONNX model."""
+    """A valid bundle (same contract as the shipped one) around a 6-weight ONNX model.
+
+    ``pet``: also the pet score and looks_like outputs (``_pet_nodes``), with threshold ``PET_THRESHOLD``.
+    """
     import onnx
     from onnx import TensorProto, helper
 
@@ -44,16 +72,18 @@ def write_tiny_bundle(
     k = 4.0
     weights = helper.make_tensor("W", TensorProto.FLOAT, [3, 2], [k, -k, 0, 0, 0, 0])
     bias = helper.make_tensor("B", TensorProto.FLOAT, [2], [0.0, 0.0])
+    pet_nodes, pet_inits, pet_outputs = _pet_nodes(helper, TensorProto) if pet else ([], [], [])
     graph = helper.make_graph(
         [
             helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
             helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
             helper.make_node("Gemm", ["flat", "W", "B"], ["logits"]),
+            *pet_nodes,
         ],
         "tiny",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, IMAGE_SIZE, IMAGE_SIZE])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])],
-        initializer=[weights, bias],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2]), *pet_outputs],
+        initializer=[weights, bias, *pet_inits],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
     onnx.checker.check_model(model)
@@ -74,6 +104,8 @@ def write_tiny_bundle(
         "mlflow_run_id": None,
         "registered_version": None,
     }
+    if pet:
+        meta |= {"outputs": ["logits", "pet_score", "looks_like"], "thresholds": {"pet_score": PET_THRESHOLD}}
     (path / "model.json").write_text(json.dumps(meta, indent=2))
     (path / "MODEL_CARD.md").write_text("# tiny test model\n")
     return path

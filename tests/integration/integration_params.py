@@ -15,7 +15,7 @@ TINY = {
     "train": {"recipe": "full", "epochs": 1, "batch_size": 32, "patience": 3, "bf16": "off", "device": "cpu"},
     "export": {"calibration_images": 32},
     "gate": {"min_accuracy": 0.3, "max_latency_ms": 200.0},
-    "distill": {"image_size": 64, "bank_images": 20, "alpha": [0.0, 1.0], "l2": [0.001]},
+    "distill": {"image_size": 64, "alpha": [0.0, 1.0], "l2": [0.001]},
 }
 
 

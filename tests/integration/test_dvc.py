@@ -69,7 +69,7 @@ def test_dvc_repro_runs_the_whole_pipeline(tmp_path, kaggle_train_dir):
     # the default local remote: push, lose the cached outputs, pull them back
     assert run(str(bin_dir / "dvc"), "push").returncode == 0
     assert remote.is_dir() and any(remote.rglob("*"))
-    # (the prepared manifest is the cached output; checkpoint and bank are committed: cache: false)
+    # (the prepared manifest is the cached output; checkpoint and calibration are committed: cache: false)
     manifest = tmp_path / "data" / "prepared" / "manifest.csv"
     content = manifest.read_bytes()
     shutil.rmtree(manifest.parent)

@@ -76,7 +76,7 @@ def _test_predictions(tiny_project, temperature: float):
 
     model, cfg, _, prepared = load_for_inference(tiny_project)
     test = load_split(tiny_project, ensure_prepared(tiny_project, prepared), cfg, "test")
-    logits, _ = predict_split(model, cfg, test, tiny_project.inference.tta)
+    logits = predict_split(model, cfg, test, tiny_project.inference.tta).logits
     return softmax(logits, temperature), test.labels
 
 

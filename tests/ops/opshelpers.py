@@ -80,6 +80,7 @@ API_METRICS = {
     "catsdogs_micro_batch_size_sum",
     "catsdogs_micro_batch_size_count",
     "catsdogs_not_cat_or_dog_total",
+    "catsdogs_pet_decisions_total",
     "catsdogs_uncertain_predictions_total",
 }
 # Exported by kube-state-metrics only, which needs a cluster: checked by the promtool unit tests instead.

@@ -192,6 +192,8 @@ def _classify(predictor: Any, files: list[Path], batch_size: int) -> list[dict[s
             elif isinstance(r, Prediction):
                 row = {"file": str(f), "prediction": r.label, "confidence": r.confidence, **r.probabilities}
                 row |= {"is_cat_or_dog": r.is_cat_or_dog, "pet_score": r.pet_score, "uncertain": r.uncertain}
+                if r.looks_like:
+                    row["looks_like"] = r.looks_like
                 if r.reason:  # not a cat or a dog, or not sure
                     row["note"] = r.reason
                 rows.append(row)
@@ -220,6 +222,12 @@ def predict(
     model: ModelOpt = None,
     backend: BackendOpt = None,
     batch_size: Annotated[int, typer.Option(min=1, max=256, help="Images per model run.")] = 32,
+    pet_threshold: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0, max=1.0, help="Pet score under which an image is 'not a cat or a dog' (default: the bundle's)."
+        ),
+    ] = None,
 ) -> None:
     """Classify images on this machine with the same Predictor as the API. Exit code 1 if any file failed.
 
@@ -240,7 +248,9 @@ def predict(
         )
         raise typer.Exit(2)
     try:
-        predictor = Predictor.load(_normalise_model(model) if model else MODELS_DIR, backend=backend or "auto")
+        predictor = Predictor.load(
+            _normalise_model(model) if model else MODELS_DIR, backend=backend or "auto", pet_threshold=pet_threshold
+        )
     except ModelLoadError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc
@@ -250,7 +260,8 @@ def predict(
     if output_format == "json":
         typer.echo(json.dumps(rows, indent=2))
     elif output_format == "csv":
-        fields = ["file", "prediction", "confidence", *classes, "is_cat_or_dog", "pet_score", "uncertain", "note"]
+        fields = ["file", "prediction", "confidence", *classes, "is_cat_or_dog", "pet_score", "looks_like", "uncertain"]
+        fields += ["note"]
         fields += ["error", "message"]
         writer = csv.DictWriter(sys.stdout, fieldnames=fields)
         writer.writeheader()

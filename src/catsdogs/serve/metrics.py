@@ -108,6 +108,14 @@ class Metrics:
             "Uploads answered \"this doesn't look like a cat or a dog\" (pet score under the bundle's threshold).",
             registry=r,
         )
+        # looks_like is the coarse kind (animal, person, object, ...), a handful of values: bounded labels.
+        self.pet_decisions = Counter(
+            "catsdogs_pet_decisions",
+            "Answers by the not-a-cat-or-dog decision and, for not_cat_or_dog, the kind of what the "
+            "image looks like instead (animal, person, object, food, plant, scene; `pet` for cat_or_dog).",
+            ["decision", "looks_like"],
+            registry=r,
+        )
         self.uncertain = Counter(
             "catsdogs_uncertain_predictions",
             "Predictions whose calibrated confidence is under the bundle's not-sure threshold.",

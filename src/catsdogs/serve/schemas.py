@@ -16,6 +16,8 @@ _PREDICTION_EXAMPLE: dict[str, Any] = {
     "pet_score": 0.98,
     "uncertain": False,
     "reason": None,
+    "looks_like": None,
+    "looks_like_kind": None,
 }
 
 
@@ -59,14 +61,22 @@ class PredictionFields(BaseModel):
         None,
         ge=0,
         le=1,
-        description="Out-of-distribution score in [0, 1]: how much the image looks like a pet photo "
-        "(null when the model bundle has no such detector).",
+        description="Probability in [0, 1] that a cat or a dog is in the photo, from the ImageNet head "
+        "(null when the model bundle has no such detector). Under the threshold: `is_cat_or_dog` is false.",
     )
     uncertain: bool = Field(
         False, description="The calibrated confidence is below the bundle's threshold (chosen on the validation set)."
     )
     reason: str | None = Field(
         None, description="A short sentence when `is_cat_or_dog` is false or `uncertain` is true, else null."
+    )
+    looks_like: str | None = Field(
+        None,
+        description="When `is_cat_or_dog` is false: what the image looks like instead, in a plain word "
+        '(e.g. "horse", "person", "ant"), else null.',
+    )
+    looks_like_kind: str | None = Field(
+        None, description="When `is_cat_or_dog` is false: animal, person, object, food, plant or scene, else null."
     )
 
 

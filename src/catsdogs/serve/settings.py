@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535, validation_alias=_env("PORT"))
     workers: int = Field(1, ge=1, le=64)
     inference_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0 = the cgroup CPU quota.")
+    pet_threshold: float | None = Field(
+        None, ge=0, le=1, description="Pet score below which the answer is 'not a cat or a dog'; unset = the bundle's."
+    )
     max_upload_bytes: int = Field(10 * MiB, gt=0, description="Largest accepted image file (bytes).")
     max_batch_files: int = Field(16, ge=1, le=256)
     micro_batch_size: int = Field(

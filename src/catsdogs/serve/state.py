@@ -59,7 +59,11 @@ class ServiceState:
         """Blocking: load and warm a predictor (runs in a worker thread)."""
         s = self.settings
         predictor = Predictor.load(
-            model_path, backend=s.backend, threads=s.inference_threads, max_image_pixels=s.max_image_pixels
+            model_path,
+            backend=s.backend,
+            threads=s.inference_threads,
+            max_image_pixels=s.max_image_pixels,
+            pet_threshold=s.pet_threshold,
         )
         if self.predictor is None:  # first load: /ready tells the loading and warming phases apart
             self.status, self.reason = "warming", "the model is warming up"

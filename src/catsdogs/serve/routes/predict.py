@@ -53,6 +53,10 @@ def _record(metrics: Metrics, results: list[PredictionResult]) -> None:
         if isinstance(r, Prediction):
             metrics.predictions.labels(r.label).inc()
             metrics.prediction_confidence.observe(r.confidence)
+            if r.is_cat_or_dog:
+                metrics.pet_decisions.labels("cat_or_dog", "pet").inc()
+            else:
+                metrics.pet_decisions.labels("not_cat_or_dog", r.looks_like_kind or "unknown").inc()
             if not r.is_cat_or_dog:
                 metrics.not_cat_or_dog.inc()
             elif r.uncertain:

@@ -122,11 +122,17 @@
     return "sure";
   }
 
+  function withArticle(word) {
+    return `${/^[aeiou]/i.test(word) ? "an" : "a"} ${word}`;
+  }
+
   function headline(result, verdict) {
     const label = el("p", `label label-${verdict === "sure" ? result.prediction : verdict}`);
     label.append(el("span", "visually-hidden", "Prediction: "));
     if (verdict === "not-pet") {
-      label.append(document.createTextNode("This doesn't look like a cat or a dog"));
+      // looks_like: the plain word for what the ImageNet head sees instead ("horse"), when the API sends one.
+      const seen = typeof result.looks_like === "string" && result.looks_like;
+      label.append(document.createTextNode(seen ? `This looks like ${withArticle(seen)}, not a cat or a dog` : "This doesn't look like a cat or a dog"));
     } else if (verdict === "unsure") {
       label.append(document.createTextNode("Not sure"));
       label.append(el("span", "label-guess", ` · maybe a ${result.prediction}`));
@@ -173,7 +179,9 @@
   function showResult(card, result, modelVersion, timing) {
     const verdict = verdictOf(result);
     const parts = [headline(result, verdict)];
-    if (verdict !== "sure" && result.reason) parts.push(el("p", "reason", result.reason));
+    // the headline already says what a not-pet looks like; the reason would repeat it
+    const repeats = verdict === "not-pet" && typeof result.looks_like === "string" && result.looks_like;
+    if (verdict !== "sure" && result.reason && !repeats) parts.push(el("p", "reason", result.reason));
     if (verdict !== "not-pet") parts.push(probabilityBars(result.probabilities));
     const meta = metaLine(result, verdict, modelVersion, timing);
     parts.push(meta);
