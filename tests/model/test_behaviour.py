@@ -111,7 +111,7 @@ def test_quality_gate_passes_on_the_shipped_bundle():
     result = run_gate(params, promote=False)
     for check in result.checks:
         print(f"[{'PASS' if check.passed else 'FAIL'}] {check.name}: {check.detail}")
-    assert {c.name for c in result.checks} == {"accuracy", "onnx_parity", "latency"}
+    assert {c.name for c in result.checks} == {"accuracy", "false_rejection", "onnx_parity", "latency"}
     failed = [c.detail for c in result.checks if not c.passed and c.name != "latency"]
     assert failed == [], failed
     assert f"threshold {params.gate.min_accuracy:.4f}" in next(c.detail for c in result.checks if c.name == "accuracy")
@@ -139,7 +139,7 @@ def test_model_card_agrees_with_a_fresh_evaluation(meta, sample_predictions, tes
 
 
 def test_the_bundle_has_a_pet_score_and_its_threshold(meta, predictor, sample_predictions):
-    assert PET_OUTPUT in meta["outputs"]
+    assert PET_OUTPUT in meta["outputs"] and "looks_like" in meta["outputs"]
     threshold = meta["thresholds"]["pet_score"]
     assert 0.0 < threshold < 1.0
     assert all(p.pet_score is not None and 0.0 <= p.pet_score <= 1.0 for p in sample_predictions)
@@ -244,5 +244,7 @@ def test_catsdogs_predict_says_not_a_cat_or_dog(tmp_path: Path, uploads_dir: Pat
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert [r["is_cat_or_dog"] for r in rows] == [False, True]
-    assert rows[0]["note"] == "this doesn't look like a cat or a dog" and rows[1]["prediction"] == "cat"
+    assert rows[0]["note"] == f"this looks like {'an' if rows[0]['looks_like'][0] in 'aeiou' else 'a'} "
+    f"{rows[0]['looks_like']}, not a cat or a dog"
+    assert rows[1]["prediction"] == "cat" and "looks_like" not in rows[1]
     assert "1 not a cat or a dog" in result.stderr

@@ -478,6 +478,19 @@ def test_not_a_pet_answer_says_so_with_the_reason(ui: UI, uploads_dir: Path) -> 
     expect(ui.page.locator("#status")).to_have_text("Classified 1 photo.")
 
 
+def test_not_a_pet_answer_says_what_it_looks_like(ui: UI, uploads_dir: Path) -> None:
+    reason = "this looks like a horse, not a cat or a dog"
+    fields = {"is_cat_or_dog": False, "pet_score": 0.02, "reason": reason, "looks_like": "horse"}
+    _answer_predict_with(ui, "/predict", _prediction("dog", 0.3, **fields, looks_like_kind="animal"))
+    ui.upload(_photo(uploads_dir, "dog.4001.jpg", "horse.jpg"))
+    card = ui.card("horse.jpg")
+    expect(card).to_have_attribute("data-verdict", "not-pet")
+    expect(card.locator(".label")).to_have_text("Prediction: This looks like a horse, not a cat or a dog")
+    expect(card.locator(".reason")).to_have_count(0)  # the headline already says it
+    expect(card.locator(".bars")).to_have_count(0)
+    ui.page.screenshot(path=str(SCREENSHOT_DIR / "web-looks-like.png"))
+
+
 def test_confident_answer_keeps_the_plain_label(ui: UI, uploads_dir: Path) -> None:
     _answer_predict_with(ui, "/predict", _prediction("dog", 0.02))
     ui.upload(_photo(uploads_dir, "dog.4002.jpg", "rex.jpg"))
