@@ -5,7 +5,8 @@ JSON Schema of its CRD's own fields (tests/ops/crd_schemas/, each file says wher
 whose Kubernetes types (pod templates, containers, Services, ...) are ``$ref`` s into
 kubernetes-validate's strict schemas of the target Kubernetes version: a misspelt or misplaced field
 anywhere in the object is an error. ``pod_templates`` gives the pods a custom resource makes, as
-Kubernetes PodTemplates, for the policy scan (checkov only knows built-in kinds).
+PodTemplates for the NetworkPolicy tests and as Pods for the policy scan (checkov only knows built-in
+kinds, and only Pods get all of its pod- and container-level checks).
 """
 
 from __future__ import annotations
@@ -110,6 +111,24 @@ def as_pod_template_objects(doc: dict[str, Any]) -> list[dict[str, Any]]:
             "kind": "PodTemplate",
             "metadata": {"name": f"{meta['name']}-{part}", "namespace": meta.get("namespace", "default")},
             "template": copy.deepcopy(template),
+        }
+        for part, template in pod_templates(doc).items()
+    ]
+
+
+def as_pods(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The pods of a custom resource as v1 Pod objects (same namespace, named <name>-<part>), for checkov."""
+    meta = doc["metadata"]
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                **copy.deepcopy(template.get("metadata", {})),
+                "name": f"{meta['name']}-{part}",
+                "namespace": meta.get("namespace", "default"),
+            },
+            "spec": copy.deepcopy(template["spec"]),
         }
         for part, template in pod_templates(doc).items()
     ]
