@@ -3,7 +3,9 @@
 # Run:    make docker-run     (or: docker run -p 8000:8000 catsdogs-api)
 # Works on python:3.11-slim and on any Debian-like base with python3 + venv (the offline
 # stand-in scripts/docker/build-base.sh builds), hence `python3` and /opt/venv/bin paths.
-ARG BASE_IMAGE=python:3.11-slim
+# The base is pinned: an exact Python release and Debian suite, and the digest of its multi-arch
+# index (docs/docker.md says where it comes from and how to move it forward).
+ARG BASE_IMAGE=python:3.11.17-slim-bookworm@sha256:2333bd330d12de02514770b3585cad313644316047cdee24a7acfdece6de6efb
 
 # --- builder: wheel of the package + its runtime dependencies, in a venv ----------------
 FROM ${BASE_IMAGE} AS builder

@@ -8,7 +8,8 @@ DOCKER ?= docker
 IMAGE ?= catsdogs-api
 DOCKER_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 TAG ?= $(DOCKER_VERSION)
-BASE_IMAGE ?= python:3.11-slim
+# The Dockerfile's pinned default (one place to move it forward).
+BASE_IMAGE ?= $(shell sed -n 's/^ARG BASE_IMAGE=//p' Dockerfile)
 CONTAINER ?= catsdogs-api
 DOCKER_PORT ?= 8000
 DOCKER_BIND ?= 127.0.0.1

@@ -8,7 +8,6 @@ KIND ?= kind
 KUBECTL ?= kubectl
 DOCKER ?= docker
 IMAGE ?= catsdogs-api
-TAG ?= latest
 KIND_CLUSTER ?= catsdogs
 KIND_CONFIG ?= deploy/kind/kind-config.yaml
 # The Kubernetes version the manifests are validated against (tests/ops: kubernetes-validate -k 1.30.0).
@@ -21,7 +20,7 @@ K8S_NAMESPACE ?= mlops
 MONITORING_DIR ?= deploy/monitoring
 MONITORING_NAMESPACE ?= monitoring
 ROLLOUT_TIMEOUT ?= 300s
-# Image for k8s-deploy: empty = what the overlay says (catsdogs-api:latest, loaded into kind).
+# Image for k8s-deploy: empty = what the overlay says (catsdogs-api:<version>, loaded into kind).
 DEPLOY_IMAGE ?=
 # docker-push: REGISTRY=ghcr.io/<owner>; logs in first when $REGISTRY_TOKEN is set.
 REGISTRY ?=
@@ -65,8 +64,9 @@ kind-create: ## kind: create the cluster KIND_CLUSTER (ports 8000/9090/3000 on l
 		$(KIND) create cluster --name $(KIND_CLUSTER) --config $(KIND_CONFIG) --image $(KIND_NODE_IMAGE) --wait 180s; \
 	fi
 
-kind-build: docker-build ## kind: build the image and load IMAGE:latest into the cluster (restarts running pods)
-	$(KIND) load docker-image $(IMAGE):latest --name $(KIND_CLUSTER)
+kind-build: docker-build ## kind: build the image and load IMAGE:<version> into the cluster (restarts running pods)
+	@# The overlay's pinned tag is the package version (DOCKER_VERSION), whatever TAG says.
+	$(KIND) load docker-image $(IMAGE):$(DOCKER_VERSION) --name $(KIND_CLUSTER)
 	@# Same tag, new image: running pods only pick it up when restarted.
 	@if $(KIND_KUBECTL) -n $(K8S_NAMESPACE) get deployment/catsdogs-api >/dev/null 2>&1; then \
 		$(KIND_KUBECTL) -n $(K8S_NAMESPACE) rollout restart deployment/catsdogs-api; \
@@ -167,8 +167,23 @@ smoke-test: ## Smoke test a running API: make smoke-test BASE_URL=http://localho
 	deploy/smoke-test.sh $(BASE_URL)
 
 ##@ Deployment and CI config tests
-test-ops: init ## Tests of the deployment, CI and monitoring configs (static + live Prometheus)
+test-ops: init checkov-venv ## Tests of the deployment, CI and monitoring configs (static + live Prometheus)
 	$(BIN)/pytest tests/ops -q
+
+# checkov pins packaging/networkx below .venv's: its own venv, every package pinned by requirements/checkov.txt.
+CHECKOV_VENV ?= .cache/checkov-venv
+
+$(CHECKOV_VENV)/.installed: requirements/checkov.txt
+	rm -rf $(CHECKOV_VENV)
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --disable-pip-version-check -q -r requirements/checkov.txt
+	touch $@
+
+.PHONY: checkov-venv checkov
+checkov-venv: $(CHECKOV_VENV)/.installed ## Install checkov (pinned: requirements/checkov.txt) into its own venv .cache/checkov-venv
+
+checkov: init checkov-venv ## Policy scan: checkov on every rendered manifest and the Dockerfile; fails on findings not in deploy/checkov-skips.yaml
+	$(BIN)/pytest -q -p no:randomly tests/ops/test_checkov.py
 
 ops-tools: ## Install the tools tests/ops needs (root: apt packages; npm-groovy-lint into .cache/npm)
 	scripts/ops/install-tools.sh

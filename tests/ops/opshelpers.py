@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import tomllib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +49,15 @@ GROOVY_LINT = PROJECT_ROOT / ".cache" / "npm" / "node_modules" / ".bin" / "npm-g
 
 # Every kustomization that `make kind-full` applies: each is rendered and validated.
 KUSTOMIZATIONS = {"api-kind": K8S_OVERLAY_KIND, "monitoring": MONITORING, "metrics-server": METRICS_SERVER}
+# Kustomizations with custom resources (KServe, KubeRay), applied on their own: tests/ops/crdhelpers.py.
+KSERVE = DEPLOY / "k8s" / "kserve"
+RAY = DEPLOY / "k8s" / "ray"
+CRD_KUSTOMIZATIONS = {"kserve": KSERVE, "ray": RAY}
+TRAINING_JOB = DEPLOY / "k8s" / "training" / "pytorchjob.yaml"
+DOCKERFILE = PROJECT_ROOT / "Dockerfile"
 KUBERNETES_VERSION = "1.30.0"
+# The tag of our own images in the manifests: the package version (what `make docker-build` tags).
+PACKAGE_VERSION: str = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["version"]
 
 APT_TOOLS_HINT = (
     "apt-get install -y --no-install-recommends prometheus prometheus-alertmanager prometheus-node-exporter shellcheck"

@@ -199,7 +199,7 @@ def test_kind_full_runs_every_step_in_order() -> None:
     steps = [
         "kind create cluster --name catsdogs --config deploy/kind/kind-config.yaml",
         "docker build",
-        "kind load docker-image catsdogs-api:latest --name catsdogs",
+        "kind load docker-image catsdogs-api:1.0.0 --name catsdogs",
         "apply -k deploy/kind/metrics-server",
         "apply -k deploy/k8s/overlays/kind",
         "rollout status deployment/catsdogs-api",
@@ -278,7 +278,7 @@ def test_kind_create_build_deploy_with_stand_ins(fakes: tuple[dict[str, str], Pa
     config = "--config deploy/kind/kind-config.yaml"
     assert creates == [f"kind create cluster --name catsdogs {config} --image kindest/node:v1.30.4 --wait 180s"]
     assert any(x.startswith("docker build") and "-t catsdogs-api:latest" in x for x in c)
-    assert "kind load docker-image catsdogs-api:latest --name catsdogs" in c
+    assert "kind load docker-image catsdogs-api:1.0.0 --name catsdogs" in c
     # The image was reloaded under the same tag: the running pods are restarted to pick it up.
     assert "kubectl --context kind-catsdogs -n mlops rollout restart deployment/catsdogs-api" in c
     applies = [x for x in c if " apply -k " in x]

@@ -17,6 +17,7 @@ from opshelpers import (
     KIND_CONFIG,
     KUBERNETES_VERSION,
     KUSTOMIZATIONS,
+    PACKAGE_VERSION,
     PROMETHEUS_CONFIG,
     RULES_DIR,
     find,
@@ -90,7 +91,7 @@ def test_api_deployment(api: list[dict[str, Any]]) -> None:
     assert spec["replicas"] == 2
     assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
     c = container(dep, "api")
-    assert c["image"] == "catsdogs-api:latest"
+    assert c["image"] == f"catsdogs-api:{PACKAGE_VERSION}"  # pinned: what `make docker-build` tags, never latest
     assert c["imagePullPolicy"] == "IfNotPresent"
     port = next(p for p in c["ports"] if p["name"] == "http")
     assert port["containerPort"] == 8000
@@ -199,18 +200,27 @@ def test_kind_config_publishes_every_node_port(api: list[dict[str, Any]], mon: l
 
 
 def test_grafana_admin_password_comes_from_a_secret(mon: list[dict[str, Any]]) -> None:
-    grafana = container(find(mon, "Deployment", "grafana"))
+    """Grafana reads GF_<SETTING>__FILE from a file: the credentials stay in the mounted Secret, out of the env."""
+    deployment = find(mon, "Deployment", "grafana")
+    grafana = container(deployment)
     env = {e["name"]: e for e in grafana["env"]}
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    mounts = {m["mountPath"]: m for m in grafana["volumeMounts"]}
     for var, key in (("GF_SECURITY_ADMIN_USER", "admin-user"), ("GF_SECURITY_ADMIN_PASSWORD", "admin-password")):
-        assert env[var]["valueFrom"]["secretKeyRef"] == {"name": "grafana-admin", "key": key}
-        assert "value" not in env[var]
+        assert var not in env
+        directory, _, file = env[f"{var}__FILE"]["value"].rpartition("/")
+        assert file == key
+        mount = mounts[directory]
+        assert mount["readOnly"] is True
+        assert volumes[mount["name"]]["secret"]["secretName"] == "grafana-admin"
     # No Secret with data, and no literal password anywhere in what gets applied.
     assert not [d for d in mon if d["kind"] == "Secret"]
     for d in mon:
         if d["kind"] in ("Deployment", "DaemonSet"):
             for c in d["spec"]["template"]["spec"]["containers"]:
                 for e in c.get("env", []):
-                    assert "PASSWORD" not in e["name"] or "value" not in e, (d["metadata"]["name"], e)
+                    literal = "value" in e and not e["name"].endswith("__FILE")  # a __FILE value is a path
+                    assert "PASSWORD" not in e["name"] or not literal, (d["metadata"]["name"], e)
 
 
 def configmap_files(docs: list[dict[str, Any]], name: str) -> dict[str, str]:
