@@ -201,6 +201,8 @@ def test_predict_contract(client: TestClient) -> None:
         "pet_score",
         "uncertain",
         "reason",
+        "looks_like",
+        "looks_like_kind",
         "model_version",
         "request_id",
     }
