@@ -21,8 +21,10 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import signal
 import tarfile
 import tempfile
+import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -313,17 +315,27 @@ def ray_session(address: str | None, num_cpus: int | None) -> Iterator[None]:
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report from a batch job
     if address:
-        import catsdogs
-
-        # The workers run this driver's catsdogs code whatever the cluster's image has.
-        runtime_env = {"py_modules": [str(Path(catsdogs.__file__).parent)]}
-        ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING)
+        # The workers import catsdogs from their own environment: the cluster's image has catsdogs[ray].
+        ray.init(address=address, logging_level=logging.WARNING)
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+    # After ray.init, which installs its own SIGTERM handler (it dies at once): a stopped job (kill,
+    # `ray job stop`, Kubernetes) unwinds like Ctrl-C instead, so the rows scored so far are written.
+    previous = (
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+        if threading.current_thread() is threading.main_thread()
+        else None
+    )
     try:
         yield
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         ray.shutdown()
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def bundle_payload(bundle_dir: Path, meta: dict[str, Any]) -> dict[str, bytes]:

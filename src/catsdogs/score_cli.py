@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import signal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -55,7 +54,6 @@ def score(
     # ray.data configures its loggers when imported (above): adjust them after
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # per-dataset INFO lines
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "bars disabled": ours is drawn
-    signal.signal(signal.SIGTERM, _interrupt)  # a stopped job (kubectl delete, ray job stop) flushes and shuts Ray down
     try:
         with _progress() as advance:
             summary = run_score(
@@ -77,10 +75,6 @@ def score(
         f"{summary.output}",
         err=True,
     )
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
 
 
 class _progress:

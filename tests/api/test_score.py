@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -177,29 +178,36 @@ def test_zip_and_tar_archives_are_scored_member_by_member(local_ray, photo_dir, 
 
 
 @pytest.mark.slow
-def test_the_cli_scores_with_a_progress_bar_and_leaves_no_ray_process(photo_dir, tmp_path):
+def test_the_cli_stopped_by_sigterm_keeps_its_rows_and_a_rerun_resumes(photo_dir, kaggle_train_dir, tmp_path):
+    """A real interruption: `catsdogs score` gets SIGTERM mid-job, then runs again into the same folder."""
+    photos = sorted(kaggle_train_dir.iterdir())[:240]
+    listing = tmp_path / "photos.txt"
+    listing.write_text("".join(f"{p}\n" for p in photos) + f"{photo_dir / 'broken.jpg'}\n")
+    output = tmp_path / "out.parquet"
     temp_root = tempfile.mkdtemp(prefix="cdcli-", dir="/tmp")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_TMPDIR": temp_root}
+    cli = shutil.which("catsdogs", path=str(Path(sys.executable).parent)) or "catsdogs"
+    cmd = [cli, "score", str(listing), "-o", str(output), "--num-cpus", "2"]
+    slow = ["--actors", "1", "--batch-size", "4", "--checkpoint-rows", "4"]  # seconds of work after the 1st part
     try:
-        env = {**os.environ, "RAY_TMPDIR": temp_root}
-        env.pop("RAY_ADDRESS", None)
-        cli = shutil.which("catsdogs", path=str(Path(sys.executable).parent)) or "catsdogs"
-        output = tmp_path / "out.parquet"
-        cmd = [
-            cli,
-            "score",
-            str(photo_dir / "cat"),
-            str(photo_dir / "broken.jpg"),
-            "-o",
-            str(output),
-            "--num-cpus",
-            "2",
-        ]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-        assert done.returncode == 0, done.stderr[-3000:]
-        assert "scoring" in done.stderr and "4/4" in done.stderr  # the bar, at its end
-        assert "scored 4 of 4 files, 1 errors (see the error column)" in done.stderr
-        assert "Traceback" not in done.stderr
-        assert len(read_rows(output)) == 4
+        with subprocess.Popen([*cmd, *slow], stderr=subprocess.PIPE, text=True, env=env) as job:
+            wait_until(lambda: list(output.glob("part-*.parquet")), "the first part", timeout=120, process=job)
+            job.send_signal(signal.SIGTERM)
+            _, stderr = job.communicate(timeout=60)
+        assert job.returncode == 130, stderr[-3000:]
+        assert "interrupted: the parts written so far stay in" in stderr and "scoring" in stderr
+        first = read_rows(output)
+        assert 0 < len(first) < 241
+        wait_until(lambda: not ray_processes(temp_root), "the stopped CLI's Ray processes to exit", timeout=30)
+
+        again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+        assert again.returncode == 0, again.stderr[-3000:]
+        rest = 241 - len(first)
+        assert f"scored {rest} of 241 files" in again.stderr and f"skipped {len(first)} already" in again.stderr
+        assert "241/241" in again.stderr and "Traceback" not in again.stderr  # the bar, at its end
+        rows = read_rows(output)
+        assert len(rows) == 241 and len({r["path"] for r in rows}) == 241
+        assert [r["error"] for r in rows if r["error"]] == ["corrupt"]
         wait_until(lambda: not ray_processes(temp_root), "the CLI's Ray processes to exit", timeout=30)
     finally:
         shutil.rmtree(temp_root, ignore_errors=True)
