@@ -22,6 +22,7 @@ import hashlib
 import os
 import secrets
 import signal
+import socket
 import tarfile
 import tempfile
 import threading
@@ -116,7 +117,7 @@ def collect(sources: list[Path]) -> list[dict[str, Any]]:
         if path.is_dir():
             found = _folder(path)
         elif not path.is_file():
-            raise ScoreError(f"{source}: no such file or folder")
+            raise ScoreError(f"{source}: no such file or folder (give a folder, an image, a path list or a .zip/.tar)")
         elif name.endswith(COMPRESSED_TAR):
             raise ScoreError(f"{source}: a compressed tar cannot be read in parallel; decompress it first (gunzip -k)")
         elif _is_image(name):
@@ -168,9 +169,14 @@ def prepare_output(output: Path, schema: Any, model_version: str) -> frozenset[s
 
     if output.exists() and not output.is_dir():
         raise ScoreError(f"--output {output} is a file; give a folder name (it becomes a parquet dataset)")
-    output.mkdir(parents=True, exist_ok=True)
-    for stale in output.glob(".part-*.tmp"):
-        stale.unlink()
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        for stale in output.glob(".part-*.tmp"):
+            stale.unlink()
+    except OSError as exc:  # a parent that is a file, a read-only or missing mount, no permission
+        raise ScoreError(
+            f"--output {output}: cannot create or write this folder ({exc.strerror or exc}); give a writable path"
+        ) from exc
     if not any(output.glob("*.parquet")):
         return frozenset()
     try:
@@ -300,6 +306,27 @@ def _result_columns(result: Any, class_names: tuple[str, ...]) -> dict[str, Any]
 
 
 # --- the job ------------------------------------------------------------------------------------------------
+def check_address(address: str | None, timeout: float = 5.0) -> None:
+    """Refuse an address Ray cannot use before ``ray.init``, which retries an unreachable one for minutes."""
+    if not address or address in ("auto", "local"):
+        return
+    if address.startswith("ray://"):
+        raise ScoreError(
+            f"--address {address}: the Ray Client (ray://) is not supported; give the head's GCS address HOST:6379, "
+            "or run on the cluster: ray job submit -- catsdogs score ... --address auto"
+        )
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ScoreError(f"--address {address}: expected auto or HOST:PORT (the head's GCS port, 6379 by default)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ScoreError(
+            f"--address {address}: no Ray cluster answers there ({exc.strerror or exc}); is `ray start --head` "
+            "running? Leave --address out to score on a local Ray"
+        ) from exc
+
+
 @contextmanager
 def ray_session(address: str | None, num_cpus: int | None) -> Iterator[None]:
     """Local Ray (``num_cpus``; default all) or the cluster at ``address``; shut down on exit if started here.
@@ -360,6 +387,7 @@ def run_score(
     import pyarrow.compute as pc
 
     items = collect(sources)
+    check_address(address)
     bundle_dir = resolve_model_uri(model)
     meta = read_bundle_meta(bundle_dir)
     version = str(meta.get("version", "unknown"))

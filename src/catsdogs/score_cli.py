@@ -27,7 +27,9 @@ def score(
     backend: Annotated[str, typer.Option(help="auto | onnx | onnx-int8 | openvino | openvino-bf16.")] = "auto",
     address: Annotated[
         str | None,
-        typer.Option(envvar="RAY_ADDRESS", help="Ray cluster (auto, HOST:6379, ray://HOST:10001). Default: local."),
+        typer.Option(
+            envvar="RAY_ADDRESS", help="Ray cluster: auto (on a node) or the head's HOST:6379. Default: local."
+        ),
     ] = None,
     num_cpus: Annotated[int | None, typer.Option(min=1, help="CPUs of the local Ray (default: all).")] = None,
     actors: Annotated[int | None, typer.Option(min=1, help="Scoring actors (default: CPUs / threads).")] = None,
@@ -64,10 +66,15 @@ def score(
     except (ScoreError, ModelLoadError) as exc:
         _fail(str(exc))
     except ConnectionError as exc:
-        _fail(f"cannot reach the Ray cluster at {address}: {exc}")
+        hint = "a cluster with token authentication also needs RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN)"
+        _fail(f"cannot reach the Ray cluster at {address}: {exc}; {hint}")
     except KeyboardInterrupt:
         typer.secho(f"interrupted: the parts written so far stay in {output}; run again to resume", err=True)
         raise typer.Exit(130) from None
+    _report(summary)
+
+
+def _report(summary: Any) -> None:
     errors = f", {summary.errors} errors (see the error column)" if summary.errors else ""
     typer.secho(
         f"scored {summary.scored} of {summary.files} files{errors}; skipped {summary.skipped} already scored by "
@@ -97,7 +104,8 @@ class _progress:
         return advance
 
     def __exit__(self, *exc: object) -> None:
-        self.bar.stop()
+        if self.bar.live.is_started:  # a stopped bar that never started still prints an empty line
+            self.bar.stop()
 
 
 def register(app: typer.Typer) -> None:

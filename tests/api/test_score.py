@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -29,7 +30,7 @@ from catsdogs.cli import app
 from catsdogs.paths import MODELS_DIR
 from catsdogs.predictor import Prediction, Predictor
 from catsdogs.score import MEMBER_SEP, run_score
-from support import wait_until
+from support import free_port, wait_until
 
 # Ray's actors batch the photos differently from one predict_bytes call: on the bundle's bf16 backend the pet
 # score (a similarity of bf16 features) moves by a few thousandths with the batch; the rest is equal.
@@ -255,3 +256,72 @@ def test_an_output_that_is_a_file_or_other_scores_is_one_line(tmp_path, uploads_
     assert result.exit_code == 2 and "unknown backend 'tensorrt'" in result.output
     result = CliRunner().invoke(app, ["score", photo, "-o", str(tmp_path / "o"), "--model", str(tmp_path)])
     assert result.exit_code == 2 and "model.json is missing" in result.output
+    result = CliRunner().invoke(app, ["score", photo, "-o", str(tmp_path / "out.parquet" / "inside")])
+    assert result.exit_code == 2 and "cannot create or write this folder (Not a directory)" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        ("127.0.0.1:{closed}", "no Ray cluster answers there (Connection refused); is `ray start --head` running?"),
+        ("ray://127.0.0.1:10001", "the Ray Client (ray://) is not supported"),
+        ("head-without-port", "expected auto or HOST:PORT"),
+    ],
+)
+def test_an_address_without_a_cluster_is_one_line_at_once(tmp_path, uploads_dir, address, message):
+    address = address.format(closed=free_port())  # nothing listens there: Ray itself would retry for minutes
+    photo = str(uploads_dir / "cat.4001.jpg")
+    result = CliRunner().invoke(app, ["score", photo, "-o", str(tmp_path / "o"), "--address", address])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+    assert not (tmp_path / "o").exists()  # refused before anything was written
+
+
+@pytest.fixture
+def ray_cluster() -> Iterator[tuple[str, dict[str, str], str]]:
+    """A real Ray cluster head (`ray start --head --block`, 2 CPUs, token authentication) in a temporary folder:
+    (its GCS address, the environment that reaches it, its temporary folder)."""
+    temp_root = tempfile.mkdtemp(prefix="cdhead-", dir="/tmp")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env |= {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16), "RAY_USAGE_STATS_ENABLED": "0"}
+    head_env = env | {"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}  # a test head stops at once, no 30 s drain
+    ray_cli = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
+    cmd = [ray_cli, "start", "--head", "--block", "--num-cpus", "2", "--port", str(port), "--temp-dir", temp_root]
+    cmd += ["--include-dashboard", "false", "--disable-usage-stats"]
+    log = Path(temp_root) / "head.log"
+    with log.open("wb") as out:  # its own process group: the head and every process it starts stop together
+        head = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=head_env, start_new_session=True)
+    try:
+        wait_until(lambda: "Ray runtime started" in log.read_text(), "the Ray head", timeout=120, process=head)
+        yield f"127.0.0.1:{port}", env, temp_root
+    finally:
+        head.terminate()  # `ray start` stops the processes it started (no drain: RAY_GRACEFUL_..._S=0)
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+        try:
+            wait_until(lambda: not ray_processes(temp_root), "the Ray head's processes to exit", timeout=30)
+        finally:
+            shutil.rmtree(temp_root, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_the_cli_scores_on_a_cluster_with_address(ray_cluster, photo_dir, expected, tmp_path):
+    address, env, head_root = ray_cluster
+    output = tmp_path / "scores.parquet"
+    cli = shutil.which("catsdogs", path=str(Path(sys.executable).parent)) or "catsdogs"
+    cmd = [cli, "score", str(photo_dir), "-o", str(output), "--address", address]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "scored 9 of 9 files, 3 errors" in done.stderr
+    rows = read_rows(output)
+    assert len(rows) == 9
+    for row in rows:
+        assert_equal_to_predictor(row, expected)
+    # The Scorer actors ran in the cluster's worker processes (their logs are the head's), not a local Ray.
+    worker_logs = Path(head_root).glob("session_*/logs/worker-*.out")
+    assert any("MapBatches(Scorer)" in f.read_text(errors="replace") for f in worker_logs)
