@@ -28,11 +28,11 @@ $(VENV)/.serve-installed: pyproject.toml requirements/lock.txt | $(BIN)/python
 	touch $@
 
 $(VENV)/.all-installed: pyproject.toml requirements/lock.txt | $(BIN)/python
-	$(PIP_INSTALL) -e '.[train,dev]'
+	$(PIP_INSTALL) -e '.[train,ray,dev]'
 	touch $(VENV)/.serve-installed $@
 
 .PHONY: init install install-serve
-init: $(VENV)/.all-installed ## Create .venv and install everything (training, serving, dev tools)
+init: $(VENV)/.all-installed ## Create .venv and install everything (training, serving, Ray batch scoring, dev tools)
 install: $(VENV)/.all-installed ## Install the package with all extras into .venv
 install-serve: $(VENV)/.serve-installed ## Install only the serving runtime (no torch)
 

@@ -569,9 +569,11 @@ def model_card(
 
 # --- serving commands (catsdogs.serve) ----------------------------------------------
 # `serve` and `predict` are registered here by the serving layer.
+from catsdogs.score_cli import register as _register_scoring  # noqa: E402
 from catsdogs.serve.commands import register as _register_serving  # noqa: E402
 
 _register_serving(app)
+_register_scoring(app)  # `score`: Ray Data batch scoring (catsdogs.score)
 for _info in app.registered_commands:  # the serving commands get the same quiet help
     if _info.cls in (None, TyperCommand):
         _info.cls = _Command

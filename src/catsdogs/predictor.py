@@ -148,6 +148,12 @@ def bundle_digest(bundle_dir: Path, meta: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
+def serving_files(bundle_dir: Path, meta: dict[str, Any]) -> list[Path]:
+    """What a copy of the bundle needs to serve: model.json, the card and the model files (no PyTorch weights)."""
+    names = {"model.json", "MODEL_CARD.md"} | {meta["files"].get(key) for _, key in BACKEND_FILES.values()}
+    return sorted(bundle_dir / n for n in names if n and (bundle_dir / n).is_file())
+
+
 def _parse_preprocess(d: Any) -> PreprocessConfig:
     """``PreprocessConfig.from_dict`` with an error that names the field at fault."""
     if not isinstance(d, dict):
@@ -196,6 +202,9 @@ def resolve_model_uri(model: str | Path) -> Path:
             name, _, number = ref.partition("/")
             version = client.get_model_version(name, number)
         path = mlflow.artifacts.download_artifacts(artifact_uri=version.source)
+        from catsdogs.pyfunc import bundle_in_model
+
+        path = bundle_in_model(Path(path)) or path  # a pyfunc version (the gate's) carries the bundle as an artifact
         if not (Path(path) / "model.json").is_file() and version.run_id:
             # A version registered by training holds the PyTorch model; its run holds the bundle.
             path = mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="bundle")
@@ -571,5 +580,6 @@ __all__ = [
     "cgroup_cpu_limit",
     "read_bundle_meta",
     "resolve_model_uri",
+    "serving_files",
     "validate_bundle",
 ]

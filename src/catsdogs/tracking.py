@@ -18,6 +18,9 @@ EXPERIMENT = "catsdogs"
 REGISTERED_MODEL = "catsdogs"  # the one name of the model in the registry
 BUNDLE_TAG = "bundle_sha256"
 BUNDLE_ARTIFACT = "bundle"
+# Versions registered by the gate are pyfunc models that take image bytes (catsdogs.pyfunc); older ones,
+# without this tag, hold the bare bundle and are not reused as champion.
+FORMAT_TAG, PYFUNC_FORMAT = "model_format", "pyfunc-image-bytes"
 
 log = logging.getLogger(__name__)
 
@@ -94,24 +97,30 @@ def find_bundle_version(digest: str, name: str = REGISTERED_MODEL) -> str | None
     import mlflow
 
     versions = mlflow.MlflowClient().search_model_versions(f"name = '{name}'")
-    matching = [int(v.version) for v in versions if v.tags.get(BUNDLE_TAG) == digest]
+    matching = [
+        int(v.version) for v in versions if v.tags.get(BUNDLE_TAG) == digest and v.tags.get(FORMAT_TAG) == PYFUNC_FORMAT
+    ]
     return str(max(matching)) if matching else None
 
 
 def register_bundle(bundle: Path, meta: dict[str, Any], digest: str, name: str = REGISTERED_MODEL) -> str:
-    """Register ``bundle`` as a new version: logged into an "import" run of this store, tagged with its digest."""
+    """Register ``bundle`` as a new version: a pyfunc model that takes image bytes (``catsdogs.pyfunc``),
+    logged into an "import" run of this store, tagged with its digest."""
     import mlflow
+
+    from catsdogs.pyfunc import log_pyfunc
 
     tags = {BUNDLE_TAG: digest, "git_commit": str(meta.get("git_commit")), "data_hash": str(meta.get("data_hash"))}
     with mlflow.start_run(
         run_name=f"bundle {digest[:8]}", tags=tags | {"source_run": str(meta.get("mlflow_run_id"))}
     ) as run:
-        mlflow.log_artifacts(str(bundle), BUNDLE_ARTIFACT)
+        info = log_pyfunc(bundle, meta)
     client = mlflow.MlflowClient()
     if not client.search_registered_models(f"name = '{name}'"):
         client.create_registered_model(name)
-    source = f"{run.info.artifact_uri}/{BUNDLE_ARTIFACT}"
-    version = client.create_model_version(name, source, run_id=run.info.run_id, tags=tags)
+    version = client.create_model_version(
+        name, info.model_uri, run_id=run.info.run_id, tags=tags | {FORMAT_TAG: PYFUNC_FORMAT}, model_id=info.model_id
+    )
     return str(version.version)
 
 

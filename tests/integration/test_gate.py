@@ -16,7 +16,7 @@ import yaml
 from typer.testing import CliRunner
 
 from catsdogs.cli import app
-from catsdogs.tracking import BUNDLE_TAG, REGISTERED_MODEL
+from catsdogs.tracking import BUNDLE_TAG, FORMAT_TAG, PYFUNC_FORMAT, REGISTERED_MODEL
 from support import use_mlflow_store
 
 pytestmark = pytest.mark.slow
@@ -130,6 +130,7 @@ def test_fresh_store_registers_the_bundle_and_reuses_it_and_failures_leave_champ
     assert len(versions) == 1  # the fresh store lacked the bundle: registered
     champion = _champion()
     assert versions[0].tags[BUNDLE_TAG] == _digest(bundle) and str(versions[0].version) == champion
+    assert versions[0].tags[FORMAT_TAG] == PYFUNC_FORMAT  # the pyfunc over image bytes (test_mlflow_pyfunc.py)
     assert f"alias champion -> version {champion}" in first.output
     meta = json.loads((bundle / "model.json").read_text())
     assert versions[0].tags["git_commit"] == meta["git_commit"] and versions[0].tags["data_hash"] == meta["data_hash"]
