@@ -7,7 +7,7 @@ resizing, normalising, calibration and the pet score run inside the model, in ``
 - Input: a DataFrame with a column ``image`` of encoded image bytes (JPEG, PNG, ...). Base64 strings are
   accepted too (the REST servers decode the JSON's base64 themselves, as the signature's ``binary`` type says).
 - Output, one row per input: ``prediction``, ``probability``, ``is_cat_or_dog``, ``uncertain``, ``pet_score``,
-  ``reason``; a photo that cannot be classified gets ``error`` (a short code) and ``error_message``.
+  ``reason``, ``looks_like``; a photo that cannot be classified gets ``error`` (a short code) and ``error_message``.
 - The model carries the bundle (ONNX files + model.json, no PyTorch weights) as the artifact ``bundle`` and the
   ``catsdogs`` package as its code; its pip requirements are the serving runtime: no torch.
 """
@@ -39,6 +39,7 @@ OUTPUTS: tuple[tuple[str, str, bool], ...] = (
     ("uncertain", "boolean", True),
     ("pet_score", "double", False),
     ("reason", "string", False),
+    ("looks_like", "string", False),
     ("error", "string", False),
     ("error_message", "string", False),
 )
@@ -120,6 +121,7 @@ def classify(predictor: Predictor, values: list[Any]) -> pd.DataFrame:
                 "uncertain": result.uncertain,
                 "pet_score": result.pet_score,
                 "reason": result.reason,
+                "looks_like": result.looks_like,
             }
         else:
             rows[i] = {"error": result.reason, "error_message": result.message}

@@ -153,6 +153,7 @@ def output_schema(class_names: tuple[str, ...]) -> Any:
             *((f"p_{c}", pa.float64()) for c in class_names),
             ("is_cat_or_dog", pa.bool_()),
             ("pet_score", pa.float64()),
+            ("looks_like", pa.string()),
             ("uncertain", pa.bool_()),
             ("error", pa.string()),
             ("error_message", pa.string()),
@@ -301,6 +302,7 @@ def _result_columns(result: Any, class_names: tuple[str, ...]) -> dict[str, Any]
         **{f"p_{c}": result.probabilities[c] for c in class_names},
         "is_cat_or_dog": result.is_cat_or_dog,
         "pet_score": result.pet_score,
+        "looks_like": result.looks_like,
         "uncertain": result.uncertain,
     }
 

@@ -154,7 +154,9 @@ def mlflow_server(store, tmp_path_factory):
     """A real `mlflow models serve -m models:/catsdogs@champion --env-manager local` on 127.0.0.1."""
     port = free_port()
     log_path = tmp_path_factory.mktemp("mlflow-serve") / "serve.log"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": store}
+    # mlflow execs `uvicorn` by name: the venv's bin folder must be on PATH even when pytest runs unactivated
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store, "PATH": path}
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", CHAMPION, "--env-manager", "local"]
     cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     with log_path.open("wb") as log:
