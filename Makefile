@@ -103,7 +103,7 @@ test: init test-tools ## Full test suite (unit, data, model, integration, API, w
 	exit $$rc
 
 .PHONY: test-tools
-test-tools: init checkov-venv ## npm-groovy-lint for the Jenkinsfile check, checkov's venv (system tools: sudo scripts/ops/install-tools.sh)
+test-tools: init checkov-venv oip-clients ## npm-groovy-lint (Jenkinsfile check), checkov's venv, the V2 clients' venv (other system tools: sudo scripts/ops/install-tools.sh)
 	$(TEST_ENV) scripts/ops/install-tools.sh --npm-only
 
 test-quick: init ## Fast tests only, under a minute, in random order (no training, servers, containers, full data)

@@ -21,3 +21,16 @@ predict: install-serve ## Classify images from the shell: make predict IMAGES="a
 
 bench: init ## API latency/throughput vs the seed-style baseline server (BENCH_ARGS="--requests 300 --json reports/bench.json")
 	$(PY) scripts/bench.py $(if $(MODEL),--model $(MODEL)) $(BENCH_ARGS)
+
+# The Open Inference Protocol (KServe V2) clients that tests/api/test_v2_clients.py drives: tritonclient and kserve
+# pin ml-dtypes and psutil below requirements/lock.txt, so they get a venv of their own (~500 MB, no torch).
+OIP_VENV ?= .cache/oip-venv
+
+$(OIP_VENV)/.installed: requirements/oip-clients.txt
+	rm -rf $(OIP_VENV)
+	$(PYTHON) -m venv $(OIP_VENV)
+	$(OIP_VENV)/bin/pip install --disable-pip-version-check -q -r requirements/oip-clients.txt
+	touch $@
+
+.PHONY: oip-clients
+oip-clients: $(OIP_VENV)/.installed ## tritonclient[http] + kserve in .cache/oip-venv (V2 protocol client tests; make test-tools)

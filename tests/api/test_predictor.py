@@ -211,11 +211,11 @@ def test_real_photo_is_classified_with_the_shipped_bundle(shipped_bundle: Path, 
 
 def test_not_a_pet_and_not_sure_answers_are_counted() -> None:
     from catsdogs.serve.metrics import Metrics
-    from catsdogs.serve.routes.predict import _record
+    from catsdogs.serve.routes.predict import record_predictions
 
     metrics = Metrics()
     probs = {"cat": 0.9, "dog": 0.1}
-    _record(
+    record_predictions(
         metrics,
         [
             Prediction("cat", 0.9, probs, 3.0, is_cat_or_dog=False, pet_score=0.1, reason="not a pet"),

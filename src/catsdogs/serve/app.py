@@ -29,7 +29,7 @@ from catsdogs.serve.middleware import (
     RequestContextMiddleware,
     RouteTemplates,
 )
-from catsdogs.serve.routes import admin, docs, health, info, metrics, predict
+from catsdogs.serve.routes import admin, docs, health, info, metrics, predict, v2
 from catsdogs.serve.settings import Settings
 from catsdogs.serve.shutdown import install_drain_handler
 from catsdogs.serve.state import ServiceState
@@ -57,7 +57,7 @@ class OptionalStaticFiles(StaticFiles):
 
 
 # Probes and scrapes must answer under overload: a busy pod is neither dead nor unready.
-NEVER_SHED = frozenset({"/health", "/ready", "/metrics"})
+NEVER_SHED = frozenset({"/health", "/ready", "/metrics", *v2.PROBES})
 
 
 def model_runners(threads: int) -> int:
@@ -118,7 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = ServiceState(settings=settings, metrics=Metrics())
 
     install_error_handlers(app)
-    routers = [module.router for module in (info, health, predict, admin, metrics, docs)]
+    routers = [module.router for module in (info, health, predict, v2, admin, metrics, docs)]
     for router in routers:
         # A disabled admin API is no part of the API's docs (it still answers 404 with the hint to enable it).
         app.include_router(router, include_in_schema=router is not admin.router or settings.admin_enabled)
@@ -131,6 +131,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def body_limit(path: str) -> tuple[int, str]:
         if path == "/predict/batch":
             return settings.batch_body_limit, f"at most {settings.max_batch_files} {per_file}"
+        if path.startswith(f"{v2.PREFIX}/models/"):  # a batch, base64 in JSON
+            return v2.body_limit(settings), f"at most {settings.max_batch_files} {per_file}"
         return settings.body_limit, per_file
 
     # Added last = outermost: the request context sees (and logs) the body guard's and the shedder's answers.
@@ -148,4 +150,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         routes=route_templates,
         draining=lambda: app.state.service.draining,
     )
+    app.add_middleware(v2.ProtocolErrorBody)  # outermost: every error under /v2 gets the protocol's body
     return app

@@ -114,7 +114,7 @@ class RequestContextMiddleware:
             m.http_requests.labels(method, route, str(status)).inc()
             m.http_duration.labels(method, route).observe(elapsed)
             error_code = state.get("error_code")
-            if error_code and status >= 400 and route.startswith("/predict"):
+            if error_code and status >= 400 and (route.startswith("/predict") or route.endswith("/infer")):
                 m.prediction_errors.labels(error_code).inc()
             fields: dict[str, Any] = {
                 "request_id": request_id,

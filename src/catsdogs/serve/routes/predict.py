@@ -41,13 +41,13 @@ def check_upload(upload: FormFile, max_bytes: int) -> PredictionError | None:
     return None
 
 
-def _status(reason: str) -> int:
+def error_status(reason: str) -> int:
     # A part that is not an image (declared type or content) is a 400, as the original API answered; 415 is
     # kept for a request whose own Content-Type is wrong (see errors.py).
     return 413 if reason == "too_large" else IMAGE_ERROR_STATUS.get(reason, 400)
 
 
-def _record(metrics: Metrics, results: list[PredictionResult]) -> None:
+def record_predictions(metrics: Metrics, results: list[PredictionResult]) -> None:
     # The model latency is observed where the model runs (ServiceState, MicroBatcher): once per run.
     for r in results:
         if isinstance(r, Prediction):
@@ -103,7 +103,7 @@ async def read_image_body(request: Request, max_bytes: int) -> bytes:
                 raise _missing_file()
             problem = check_upload(upload, max_bytes)
             if problem is not None:
-                raise APIError(_status(problem.reason), problem.reason, problem.message)
+                raise APIError(error_status(problem.reason), problem.reason, problem.message)
             return await upload.read()
     if media.startswith("image/") or media in _GENERIC_TYPES:
         data = await request.body()  # bounded by the body-limit middleware
@@ -132,8 +132,8 @@ async def predict(request: Request, state: StateDep, predictor: PredictorDep) ->
     data = await read_image_body(request, settings.max_upload_bytes)
     [result] = await state.infer(predictor, [data])
     if isinstance(result, PredictionError):
-        raise APIError(_status(result.reason), result.reason, result.message)
-    _record(metrics, [result])
+        raise APIError(error_status(result.reason), result.reason, result.message)
+    record_predictions(metrics, [result])
     request.scope["state"]["log_fields"] = {
         "prediction": result.label,
         "confidence": result.confidence,
@@ -171,7 +171,7 @@ async def predict_batch(
             to_run.append(await upload.read())
     ran = iter(await state.infer(predictor, to_run) if to_run else [])
     merged = [r if r is not None else next(ran) for r in results]
-    _record(metrics, merged)
+    record_predictions(metrics, merged)
     out: list[dict[str, Any]] = []
     for upload, r in zip(files, merged, strict=True):
         if isinstance(r, PredictionError):
