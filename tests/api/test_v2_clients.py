@@ -64,6 +64,7 @@ def predict_answer(url: str, photo: Path) -> dict[str, Any]:
         "pet_score": a["pet_score"],
         "uncertain": a["uncertain"],
         "reason": a["reason"] or "",
+        "looks_like": a["looks_like"] or "",
     }
 
 
@@ -120,6 +121,7 @@ def test_the_answers_are_the_models(run: Run) -> None:
     assert [a["label"] for a in run.expected[:-1]] == [name.split(".")[0] for name in PHOTOS]
     assert all(a["is_cat_or_dog"] for a in run.expected[:-1])
     assert run.expected[-1]["is_cat_or_dog"] is False and "cat or a dog" in run.expected[-1]["reason"]
+    assert run.expected[-1]["looks_like"] == "ant" and all(not a["looks_like"] for a in run.expected[:-1])
 
 
 def test_triton_with_a_model_version(run: Run) -> None:
@@ -144,6 +146,7 @@ def test_health_and_metadata_as_the_clients_read_them(run: Run) -> None:
         "pet_score": ("FP32", [-1]),
         "uncertain": ("BOOL", [-1]),
         "reason": ("BYTES", [-1]),
+        "looks_like": ("BYTES", [-1]),
     }
 
 

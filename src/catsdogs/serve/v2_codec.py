@@ -209,8 +209,9 @@ def output_specs(n_classes: int, pet_score: bool) -> list[OutputSpec]:
         OutputSpec("pet_score", "FP32"),
         OutputSpec("uncertain", "BOOL"),
         OutputSpec("reason", "BYTES"),
+        OutputSpec("looks_like", "BYTES"),  # what a non-pet looks like instead ("" for cats and dogs)
     ]
-    return [s for s in specs if pet_score or s.name != "pet_score"]
+    return [s for s in specs if pet_score or s.name not in ("pet_score", "looks_like")]
 
 
 def _values(name: str, p: Prediction, class_names: Sequence[str]) -> Any:
@@ -224,6 +225,7 @@ def _values(name: str, p: Prediction, class_names: Sequence[str]) -> Any:
         "pet_score": p.pet_score,
         "uncertain": p.uncertain,
         "reason": p.reason or "",
+        "looks_like": p.looks_like or "",
     }[name]
 
 
