@@ -16,10 +16,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from catsdogs.model import MODELS, create_model
-from catsdogs.predictor import available_cpus
-from catsdogs.train import autocast, cpu_has_fast_bf16
-from catsdogs.transforms import PreprocessConfig, create_transform
+from catsdogs.core.transforms import PreprocessConfig, create_transform
+from catsdogs.inference.predictor import available_cpus
+from catsdogs.models.architectures import MODELS, create_model
+from catsdogs.training.train import autocast, cpu_has_fast_bf16
 
 
 def step_rate(name: str, size: int, batch: int, bf16: bool, steps: int) -> tuple[float, float]:

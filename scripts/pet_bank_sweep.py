@@ -16,12 +16,12 @@ import argparse
 import numpy as np
 import torch
 
-from catsdogs.checkpoint import load_model
-from catsdogs.config import load_params
-from catsdogs.data import ensure_prepared, load_split
-from catsdogs.inference import embed, imagenet_features
-from catsdogs.nonpet import nonpet_set
-from catsdogs.transforms import create_transform
+from catsdogs.core.config import load_params
+from catsdogs.core.transforms import create_transform
+from catsdogs.data.prepare import ensure_prepared, load_split
+from catsdogs.models.serving import embed, imagenet_features
+from catsdogs.release.nonpet import nonpet_set
+from catsdogs.training.checkpoint import load_model
 
 
 def features(model: torch.nn.Module, transform, pixels: np.ndarray) -> np.ndarray:

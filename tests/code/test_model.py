@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from catsdogs.model import MODELS, SimpleCNN, count_parameters, create_model
+from catsdogs.models.architectures import MODELS, SimpleCNN, count_parameters, create_model
 
 
 def test_simple_cnn_matches_the_seed():
@@ -62,8 +62,8 @@ def test_unknown_model_is_a_clear_error():
 def test_flip_tta_is_mirror_invariant_and_exports_to_onnx(tmp_path):
     import numpy as np
 
-    from catsdogs.export import export_onnx, ort_proba, ort_session
-    from catsdogs.inference import FlipTTA, with_tta
+    from catsdogs.models.serving import FlipTTA, with_tta
+    from catsdogs.release.export import export_onnx, ort_proba, ort_session
 
     torch.manual_seed(0)
     base = create_model("simple_cnn").eval()

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from catsdogs.transforms import (
+from catsdogs.core.transforms import (
     AugmentConfig,
     InvalidImageError,
     PreprocessConfig,
@@ -164,7 +164,7 @@ def test_draft_decoding_of_large_jpeg_matches_full_decode(uploads_dir):
 
 def test_image_stats_are_exact_on_large_arrays():
     """Regression: float32 accumulation over millions of pixels returned the same wrong mean for every channel."""
-    from catsdogs.transforms import image_stats
+    from catsdogs.core.transforms import image_stats
 
     rng = np.random.default_rng(0)
     pixels = np.empty((600, 64, 64, 3), dtype=np.uint8)

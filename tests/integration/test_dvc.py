@@ -14,7 +14,7 @@ import pytest
 import yaml
 from integration_params import write_params
 
-from catsdogs.paths import PROJECT_ROOT
+from catsdogs.core.paths import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -81,7 +81,7 @@ def test_dvc_repro_runs_the_whole_pipeline(tmp_path, kaggle_train_dir):
 
 def check_student(root: Path, teacher: dict) -> None:
     """The distill stage leaves a servable student bundle and a report that sets it beside the teacher."""
-    from catsdogs.predictor import Predictor
+    from catsdogs.inference.predictor import Predictor
 
     report = json.loads((root / "reports" / "student.json").read_text())
     student = json.loads((root / "models" / "student" / "model.json").read_text())

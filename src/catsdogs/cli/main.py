@@ -65,7 +65,7 @@ class _Group(_QuietHelp, TyperGroup):
 def _params_default(dotted: str) -> str:
     """`default: 30, from params.yaml train.epochs`: what the command uses when the flag is not given."""
     try:
-        from catsdogs.config import load_params
+        from catsdogs.core.config import load_params
 
         node: Any = load_params()
         for key in dotted.split("."):
@@ -160,7 +160,7 @@ def _user_errors(command: str, verbose: bool = False) -> Iterator[None]:
 
 def _load(params: Path | None, overrides: dict[str, Any] | None = None) -> Any:
     """Validated params; a --params file that does not exist is a mistake, not a request for the defaults."""
-    from catsdogs.config import load_params
+    from catsdogs.core.config import load_params
 
     if params is not None and not params.is_file():
         _fail(f"--params {params} does not exist; omit it to use the project's params.yaml")
@@ -181,7 +181,7 @@ def _require_checkpoint(checkpoint: Path | None, p: Any) -> Path:
 
 def _check_model_name(name: str) -> None:
     """Before any data is decoded: a typo must not cost a prepare + cache run."""
-    from catsdogs.model import MODELS  # imports torch: the ImportError path covers the serving venv
+    from catsdogs.models.architectures import MODELS  # imports torch: the ImportError path covers the serving venv
 
     if name not in MODELS:
         _fail(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))} (--model or model.name)")
@@ -196,8 +196,8 @@ def data_download(
     verbose: VerboseOpt = False,
 ) -> None:
     """Download the Kaggle data (needs KAGGLE_USERNAME/KAGGLE_KEY or ~/.kaggle/kaggle.json)."""
-    from catsdogs.download import DownloadError, download
-    from catsdogs.paths import DATA_DIR, PROJECT_ROOT
+    from catsdogs.core.paths import DATA_DIR, PROJECT_ROOT
+    from catsdogs.data.download import DownloadError, download
 
     require_training_stack("data download", ("kaggle",))
     _setup_logging(verbose)
@@ -238,7 +238,7 @@ def data_prepare(
         p = _load(params, {"data.limit": limit})
         src = source.resolve() if source else p.path(p.data.source)
         _require_source(src, "--source or data.source")
-        from catsdogs.data import prepare
+        from catsdogs.data.prepare import prepare
 
         stats = prepare(
             src,
@@ -319,8 +319,8 @@ def train(
         )
         _require_source(p.path(p.data.source), "--data-dir or data.source")
         _check_model_name(p.model.name)
-        from catsdogs.runtime import reexec_with_malloc_tunables
-        from catsdogs.train import run_training
+        from catsdogs.training.runtime import reexec_with_malloc_tunables
+        from catsdogs.training.train import run_training
 
         reexec_with_malloc_tunables()
         _setup_logging(verbose)
@@ -347,8 +347,8 @@ def evaluate(
         p = _load(params)
         ckpt = _require_checkpoint(checkpoint, p)
         _require_source(p.path(p.data.source), "data.source in params.yaml")
-        from catsdogs.evaluate import run_evaluation
-        from catsdogs.runtime import reexec_with_malloc_tunables
+        from catsdogs.release.evaluate import run_evaluation
+        from catsdogs.training.runtime import reexec_with_malloc_tunables
 
         reexec_with_malloc_tunables()
         _setup_logging(verbose)
@@ -387,8 +387,8 @@ def tune_inference(
         p = _load(params)
         ckpt = _require_checkpoint(checkpoint, p)
         _require_source(p.path(p.data.source), "data.source in params.yaml")
-        from catsdogs.evaluate import best_setting, recommend, sweep_inference
-        from catsdogs.runtime import reexec_with_malloc_tunables
+        from catsdogs.release.evaluate import best_setting, recommend, sweep_inference
+        from catsdogs.training.runtime import reexec_with_malloc_tunables
 
         reexec_with_malloc_tunables()
         _setup_logging(verbose)
@@ -449,8 +449,8 @@ def export(
         p = _load(params, {"export.quantize": quantize})
         ckpt = _require_checkpoint(checkpoint, p)
         _require_source(p.path(p.data.source), "data.source in params.yaml")
-        from catsdogs.export import run_export
-        from catsdogs.runtime import reexec_with_malloc_tunables
+        from catsdogs.release.export import run_export
+        from catsdogs.training.runtime import reexec_with_malloc_tunables
 
         reexec_with_malloc_tunables()
         _setup_logging(verbose)
@@ -471,7 +471,7 @@ def validate(
     with _user_errors("validate", verbose):
         p = _load(params)
         _require_source(p.path(p.data.source), "data.source in params.yaml")
-        from catsdogs.validate import run_gate
+        from catsdogs.release.validate import run_gate
 
         result = run_gate(p, model_dir=model_dir, promote=promote)
     for check in result.checks:
@@ -497,8 +497,8 @@ def calibrate(
         p = _load(params)
         ckpt = _require_checkpoint(checkpoint, p)
         _require_source(p.path(p.data.source), "data.source in params.yaml")
-        from catsdogs.calibrate import run_calibration
-        from catsdogs.runtime import reexec_with_malloc_tunables
+        from catsdogs.release.calibrate import run_calibration
+        from catsdogs.training.runtime import reexec_with_malloc_tunables
 
         reexec_with_malloc_tunables()
         _setup_logging(verbose)
@@ -519,8 +519,8 @@ def distill(
         p = _load(params)
         _require_checkpoint(None, p)
         _require_source(p.path(p.data.source), "data.source in params.yaml")
-        from catsdogs.distill import run_distill
-        from catsdogs.runtime import reexec_with_malloc_tunables
+        from catsdogs.release.distill import run_distill
+        from catsdogs.training.runtime import reexec_with_malloc_tunables
 
         reexec_with_malloc_tunables()
         _setup_logging(verbose)
@@ -542,8 +542,8 @@ def robustness(
     with _user_errors("robustness", verbose):
         p = _load(params)
         _require_source(p.path(p.data.source), "data.source in params.yaml")
-        from catsdogs.predictor import ModelLoadError
-        from catsdogs.robustness import run_robustness
+        from catsdogs.inference.predictor import ModelLoadError
+        from catsdogs.release.robustness import run_robustness
 
         try:
             result = run_robustness(p, model_dir=model_dir, output=output)
@@ -561,7 +561,7 @@ def model_card(
     """Write MODEL_CARD.md into the bundle from its model.json and the pipeline's reports."""
     with _user_errors("model-card", verbose):
         p = _load(params)
-        from catsdogs.card import write_model_card
+        from catsdogs.release.card import write_model_card
 
         path = write_model_card(p, model_dir or p.path(p.export.output_dir))
     typer.echo(f"wrote {path}")

@@ -8,8 +8,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from catsdogs.paths import PARAMS_FILE, resolve
-from catsdogs.transforms import AugmentConfig
+from catsdogs.core.paths import PARAMS_FILE, resolve
+from catsdogs.core.transforms import AugmentConfig
 
 
 class _Strict(BaseModel):
@@ -38,7 +38,7 @@ class ModelParams(_Strict):
     def _known_model(cls, name: str) -> str:
         # Checked on load, before any data is decoded. The names live with the models, which need torch.
         try:
-            from catsdogs.model import MODELS
+            from catsdogs.models.architectures import MODELS
         except ImportError:
             return name
         if name not in MODELS:

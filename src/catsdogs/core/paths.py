@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # src/catsdogs (this file is core/paths.py)
 PROJECT_ROOT = Path(os.environ.get("CATSDOGS_HOME", PACKAGE_DIR.parents[1])).resolve()
 
 PARAMS_FILE = PROJECT_ROOT / "params.yaml"

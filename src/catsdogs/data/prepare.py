@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from catsdogs.config import Params
-from catsdogs.paths import PROJECT_ROOT
-from catsdogs.transforms import IMAGE_SUFFIXES, InvalidImageError, PreprocessConfig, load_image, resize
+from catsdogs.core.config import Params
+from catsdogs.core.paths import PROJECT_ROOT
+from catsdogs.core.transforms import IMAGE_SUFFIXES, InvalidImageError, PreprocessConfig, load_image, resize
 
 if TYPE_CHECKING:
     import torch

@@ -1,7 +1,7 @@
 """Inference on an exported model bundle: the one class behind the API and `catsdogs predict`.
 
 A bundle is a directory with ``model.json`` (metadata + preprocessing), ``model.onnx`` and optionally
-``model.int8.onnx``, run by ONNX Runtime or OpenVINO (``catsdogs.backends``).
+``model.int8.onnx``, run by ONNX Runtime or OpenVINO (``catsdogs.inference.backends``).
 ``Predictor.load`` also accepts an MLflow registry URI (``models:/catsdogs@champion``);
 mlflow is imported only then, because the serving image does not ship it.
 
@@ -24,15 +24,15 @@ from typing import Any, Literal
 
 import numpy as np
 
-from catsdogs.backends import BACKEND_FILES, BackendUnavailable, Session, available, latency_ms, open_session
-from catsdogs.cpus import available_cpus, cgroup_cpu_limit
-from catsdogs.transforms import (
+from catsdogs.core.cpus import available_cpus, cgroup_cpu_limit
+from catsdogs.core.transforms import (
     DEFAULT_MAX_PIXELS,
     InvalidImageError,
     PreprocessConfig,
     create_transform,
     load_image,
 )
+from catsdogs.inference.backends import BACKEND_FILES, BackendUnavailable, Session, available, latency_ms, open_session
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def resolve_model_uri(model: str | Path) -> Path:
             f"{text} is an MLflow registry URI but mlflow is not installed in this environment "
             "(the serving image has no mlflow): pass a bundle directory instead, or install the train extra"
         ) from exc
-    from catsdogs.tracking import tracking_uri
+    from catsdogs.training.tracking import tracking_uri
 
     mlflow.set_tracking_uri(tracking_uri())
     ref = text.removeprefix("models:/")

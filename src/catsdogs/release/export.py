@@ -18,17 +18,17 @@ import numpy as np
 import torch
 
 from catsdogs import __version__
-from catsdogs.backends import available, latency_ms, native_bf16, open_session
-from catsdogs.calibrate import Calibration
-from catsdogs.checkpoint import load_model
-from catsdogs.config import Params
-from catsdogs.cpus import available_cpus
-from catsdogs.data import ensure_prepared, load_split
-from catsdogs.inference import serving_model
-from catsdogs.metrics import softmax
-from catsdogs.model import count_parameters
-from catsdogs.predictor import PET_OUTPUT, Predictor, bundle_digest
-from catsdogs.transforms import PreprocessConfig, create_transform
+from catsdogs.core.config import Params
+from catsdogs.core.cpus import available_cpus
+from catsdogs.core.transforms import PreprocessConfig, create_transform
+from catsdogs.data.prepare import ensure_prepared, load_split
+from catsdogs.inference.backends import available, latency_ms, native_bf16, open_session
+from catsdogs.inference.predictor import PET_OUTPUT, Predictor, bundle_digest
+from catsdogs.models.architectures import count_parameters
+from catsdogs.models.serving import serving_model
+from catsdogs.release.calibrate import Calibration
+from catsdogs.training.checkpoint import load_model
+from catsdogs.training.metrics import softmax
 
 log = logging.getLogger(__name__)
 
@@ -323,7 +323,7 @@ def _log_bundle(meta: dict[str, Any], bundle: Path) -> None:
         return
     import mlflow
 
-    from catsdogs import tracking
+    from catsdogs.training import tracking
 
     tracking.setup_mlflow()
     with tempfile.TemporaryDirectory() as tmp:

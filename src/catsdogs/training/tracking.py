@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from catsdogs.paths import MLFLOW_DB, PROJECT_ROOT
+from catsdogs.core.paths import MLFLOW_DB, PROJECT_ROOT
 
 EXPERIMENT = "catsdogs"
 REGISTERED_MODEL = "catsdogs"  # the one name of the model in the registry
@@ -100,7 +100,7 @@ def register_bundle(bundle: Path, meta: dict[str, Any], digest: str, name: str =
 
 def promote_bundle(bundle: Path, meta: dict[str, Any], alias: str, name: str = REGISTERED_MODEL) -> str | None:
     """Point ``alias`` at the local version holding exactly this bundle (registering it if needed)."""
-    from catsdogs.predictor import bundle_digest
+    from catsdogs.inference.predictor import bundle_digest
 
     digest = bundle_digest(bundle, meta)  # recomputed from the files, not read from model.json
     try:

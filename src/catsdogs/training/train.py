@@ -27,13 +27,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from catsdogs.checkpoint import Checkpoint, TrainState
-from catsdogs.config import Params
-from catsdogs.cpus import available_cpus
-from catsdogs.data import CLASSES, ArrayLoader, SplitData, ensure_prepared, file_sha256, load_splits
-from catsdogs.metrics import classification_metrics
-from catsdogs.model import PRETRAINED_NORMALIZATION, count_parameters, create_model
-from catsdogs.runtime import (
+from catsdogs.core.config import Params
+from catsdogs.core.cpus import available_cpus
+from catsdogs.core.transforms import PreprocessConfig, Transform, create_transform, image_stats
+from catsdogs.data.prepare import CLASSES, ArrayLoader, SplitData, ensure_prepared, file_sha256, load_splits
+from catsdogs.models.architectures import PRETRAINED_NORMALIZATION, count_parameters, create_model
+from catsdogs.training.checkpoint import Checkpoint, TrainState
+from catsdogs.training.metrics import classification_metrics
+from catsdogs.training.runtime import (
     Dist,
     all_gather_rows,
     all_reduce_sum,
@@ -46,7 +47,6 @@ from catsdogs.runtime import (
     shutdown_distributed,
     use_bf16,
 )
-from catsdogs.transforms import PreprocessConfig, Transform, create_transform, image_stats
 
 log = logging.getLogger(__name__)
 
@@ -327,7 +327,7 @@ def _load_data(params: Params, out_dir: Path, dist: Dist) -> tuple[Path, dict[st
 
 
 def new_checkpoint(params: Params, model: nn.Module, cfg: PreprocessConfig, prepared_dir: Path) -> Checkpoint:
-    from catsdogs import tracking
+    from catsdogs.training import tracking
 
     return Checkpoint(
         model_name=params.model.name,
@@ -447,7 +447,7 @@ def tracking_run(
         return
     import mlflow
 
-    from catsdogs import tracking
+    from catsdogs.training import tracking
 
     tracking.setup_mlflow()
     with mlflow.start_run(run_id=ckpt.state.run_id) as run:
@@ -479,7 +479,7 @@ def finish(
         return None
     import mlflow
 
-    from catsdogs import plots
+    from catsdogs.training import plots
 
     state = ckpt.state
     (out_dir / "history.json").write_text(json.dumps(state.history, indent=2) + "\n")
@@ -524,7 +524,7 @@ def log_and_register(model: nn.Module, cfg: PreprocessConfig, register: bool) ->
     import mlflow
     from mlflow.models import infer_signature
 
-    from catsdogs import tracking
+    from catsdogs.training import tracking
 
     model.eval()
     # Batch 2, not 1: torch.export specialises a batch dimension of size 1 to a constant.
