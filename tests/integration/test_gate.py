@@ -108,7 +108,7 @@ def _variant(bundle: Path, dest: Path) -> Path:
     """The same model as a different bundle (one ONNX metadata entry added): a different content hash."""
     import onnx
 
-    from catsdogs.inference.predictor import bundle_digest
+    from catsdogs.inference.bundle import bundle_digest
 
     shutil.copytree(bundle, dest)
     model = onnx.load(str(dest / "model.onnx"))

@@ -71,7 +71,7 @@ def test_model_is_registered_with_alias_challenger(trained):
 def _test_predictions(tiny_project, temperature: float):
     """Probabilities of best.pt on the test split at the inference size, computed here, not read from a report."""
     from catsdogs.data.prepare import ensure_prepared, load_split
-    from catsdogs.release.evaluate import load_for_inference, predict_split
+    from catsdogs.release.scoring import load_for_inference, predict_split
     from catsdogs.training.metrics import softmax
 
     model, cfg, _, prepared = load_for_inference(tiny_project)
@@ -144,7 +144,7 @@ def test_export_bundle_parity_and_lineage(pipeline, tiny_project, trained):
     assert [d.dim_value for d in dims[1:]] == [3, 56, 56]
     card = (bundle / "MODEL_CARD.md").read_text()
     assert card.startswith(f"# Model card: catsdogs {meta['version']}") and meta["git_commit"] in card
-    from catsdogs.inference.predictor import bundle_digest
+    from catsdogs.inference.bundle import bundle_digest
 
     assert meta["sha256"]["bundle"] == bundle_digest(bundle, meta)
     # the bundle is attached to the run, where `models:/` URIs find it

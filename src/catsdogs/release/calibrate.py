@@ -109,7 +109,7 @@ def fit(
 def run_calibration(params: Params, *, checkpoint: Path | None = None, output: Path | None = None) -> Calibration:
     from catsdogs.data.prepare import load_split
     from catsdogs.models.serving import has_pet_score
-    from catsdogs.release.evaluate import load_for_inference, predict_split
+    from catsdogs.release.scoring import load_for_inference, predict_split
 
     model, cfg, _, prepared_dir = load_for_inference(params, checkpoint)
     out = output or params.path(params.train.output_dir) / "calibration.json"

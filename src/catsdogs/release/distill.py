@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from catsdogs.core.config import Params
 from catsdogs.data.prepare import CLASSES, SplitData, ensure_prepared, file_sha256, load_split
 from catsdogs.models.architectures import create_model
-from catsdogs.release.evaluate import load_for_inference, predict_split
+from catsdogs.release.scoring import load_for_inference, predict_split
 from catsdogs.training.checkpoint import Checkpoint, TrainState
 from catsdogs.training.metrics import log_loss, softmax
 from catsdogs.training.runtime import Dist

@@ -1,7 +1,4 @@
-"""Test-split evaluation of a checkpoint through the serving graph: metrics JSON (DVC metrics), plots, MLflow.
-
-Also home of the inference helpers the other stages share (``predict_proba``, ``predict_split``).
-"""
+"""Test-split evaluation of a checkpoint through the serving graph: metrics JSON (DVC metrics), plots, MLflow."""
 
 from __future__ import annotations
 
@@ -17,65 +14,14 @@ import torch
 from torch import nn
 
 from catsdogs.core.config import Params
-from catsdogs.core.transforms import PreprocessConfig, Transform, create_transform
-from catsdogs.data.prepare import CLASSES, ArrayLoader, SplitData, ensure_prepared, load_split
-from catsdogs.models.serving import serving_model
-from catsdogs.training.checkpoint import Checkpoint, load_model
+from catsdogs.core.transforms import PreprocessConfig
+from catsdogs.data.prepare import CLASSES, SplitData, load_split
+from catsdogs.release.calibrate import Calibration
+from catsdogs.release.scoring import load_for_inference, predict_split
 from catsdogs.training.metrics import classification_metrics, expected_calibration_error, log_loss, softmax
 from catsdogs.training.plots import classification_report_text, confusion, confusion_matrix, roc_curve
-from catsdogs.training.runtime import autocast, memory_format
 
 log = logging.getLogger(__name__)
-
-
-@torch.no_grad()
-def predict_proba(
-    model: nn.Module, loader: ArrayLoader, transform: Transform, device: torch.device, *, bf16: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities (N, C) and labels (N,) over a loader, in order."""
-    model.eval()
-    fmt = memory_format(device, bf16)
-    probs, targets = [], []
-    for pixels, labels in loader:
-        x = transform.batch(pixels.to(device)).contiguous(memory_format=fmt)
-        with autocast(device, bf16):
-            logits = model(x)
-        probs.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
-        targets.append(labels.numpy())
-    return np.concatenate(probs), np.concatenate(targets)
-
-
-def load_for_inference(
-    params: Params, checkpoint: Path | None = None, image_size: int | None = None
-) -> tuple[nn.Module, PreprocessConfig, Checkpoint, Path]:
-    """Model, preprocessing at the inference size, checkpoint and the prepared data it was trained on."""
-    path = checkpoint or params.path(params.train.output_dir) / "best.pt"
-    model, cfg, ckpt = load_model(path, image_size=image_size or params.inference.image_size)
-    prepared_dir = ensure_prepared(params, fallback_dir=path.parent / "prepared")
-    return model, cfg, ckpt, prepared_dir
-
-
-@torch.no_grad()
-def predict_split(
-    model: nn.Module,
-    cfg: PreprocessConfig,
-    data: SplitData,
-    tta: str,
-    temperature: float = 1.0,
-    bank: np.ndarray | torch.Tensor | None = None,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Logits (N, C) and pet scores (N,) or None, from the fp32 serving graph (what the bundle runs)."""
-    bank = torch.as_tensor(bank) if bank is not None else None
-    graph = serving_model(model, temperature=temperature, tta=tta, bank=bank)
-    transform = create_transform(cfg)
-    logits, pets = [], []
-    for pixels, _ in ArrayLoader(data, 128, shuffle=False):
-        out = graph(transform.batch(pixels))
-        lg, pet = out if isinstance(out, tuple) else (out, None)
-        logits.append(lg.numpy())
-        if pet is not None:
-            pets.append(pet.numpy())
-    return np.concatenate(logits), (np.concatenate(pets) if pets else None)
 
 
 def test_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
@@ -97,8 +43,6 @@ def test_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
 
 
 def run_evaluation(params: Params, *, checkpoint: Path | None = None, output: Path | None = None) -> dict[str, Any]:
-    from catsdogs.release.calibrate import Calibration
-
     ckpt_path = checkpoint or params.path(params.train.output_dir) / "best.pt"
     cal = Calibration.load(ckpt_path.parent / "calibration.json")
     model, cfg, ckpt, prepared_dir = load_for_inference(params, ckpt_path)
@@ -127,7 +71,7 @@ def run_evaluation(params: Params, *, checkpoint: Path | None = None, output: Pa
     return metrics
 
 
-def calibration_report(logits: np.ndarray, labels: np.ndarray, cal: Any) -> dict[str, Any]:
+def calibration_report(logits: np.ndarray, labels: np.ndarray, cal: Calibration) -> dict[str, Any]:
     """NLL and 15-bin ECE on this split before and after the temperature fitted on val."""
     before, after = softmax(logits), softmax(logits, cal.temperature)
     sure = after.max(1) >= cal.unsure_below
@@ -146,7 +90,12 @@ def calibration_report(logits: np.ndarray, labels: np.ndarray, cal: Any) -> dict
 
 
 def not_pet_report(
-    model: nn.Module, cfg: PreprocessConfig, params: Params, pet: np.ndarray, cal: Any, bank: torch.Tensor | None
+    model: nn.Module,
+    cfg: PreprocessConfig,
+    params: Params,
+    pet: np.ndarray,
+    cal: Calibration,
+    bank: torch.Tensor | None,
 ) -> dict[str, Any]:
     """False rejections of this split's real cats and dogs, and detection on the non-pet set."""
     from catsdogs.release.nonpet import nonpet_set

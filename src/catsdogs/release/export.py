@@ -23,7 +23,8 @@ from catsdogs.core.cpus import available_cpus
 from catsdogs.core.transforms import PreprocessConfig, create_transform
 from catsdogs.data.prepare import ensure_prepared, load_split
 from catsdogs.inference.backends import available, latency_ms, native_bf16, open_session
-from catsdogs.inference.predictor import PET_OUTPUT, Predictor, bundle_digest
+from catsdogs.inference.bundle import bundle_digest
+from catsdogs.inference.predictor import PET_OUTPUT, Predictor
 from catsdogs.models.architectures import count_parameters
 from catsdogs.models.serving import serving_model
 from catsdogs.release.calibrate import Calibration

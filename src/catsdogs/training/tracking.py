@@ -12,7 +12,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from catsdogs.core.paths import MLFLOW_DB, PROJECT_ROOT
+from catsdogs.core.paths import PROJECT_ROOT, tracking_uri
+from catsdogs.inference.bundle import bundle_digest
 
 EXPERIMENT = "catsdogs"
 REGISTERED_MODEL = "catsdogs"  # the one name of the model in the registry
@@ -20,10 +21,6 @@ BUNDLE_TAG = "bundle_sha256"
 BUNDLE_ARTIFACT = "bundle"
 
 log = logging.getLogger(__name__)
-
-
-def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{MLFLOW_DB}"
 
 
 def setup_mlflow(experiment: str = EXPERIMENT) -> Any:
@@ -100,8 +97,6 @@ def register_bundle(bundle: Path, meta: dict[str, Any], digest: str, name: str =
 
 def promote_bundle(bundle: Path, meta: dict[str, Any], alias: str, name: str = REGISTERED_MODEL) -> str | None:
     """Point ``alias`` at the local version holding exactly this bundle (registering it if needed)."""
-    from catsdogs.inference.predictor import bundle_digest
-
     digest = bundle_digest(bundle, meta)  # recomputed from the files, not read from model.json
     try:
         setup_mlflow()
