@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from catsdogs.core.config import MODEL_NAMES, load_params
 from catsdogs.models.architectures import MODELS, SimpleCNN, count_parameters, create_model
 
 
@@ -24,6 +25,15 @@ def test_simple_cnn_matches_the_seed():
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     assert [(lin.in_features, lin.out_features) for lin in linears] == [(256, 128), (128, 2)]
     assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.5 for m in model.modules())
+
+
+def test_params_know_exactly_the_registered_models(tmp_path):
+    """params.yaml is validated without torch, from MODEL_NAMES: it must name the registry's models, no more."""
+    assert sorted(MODEL_NAMES) == sorted(MODELS)
+    for name in MODELS:
+        f = tmp_path / f"{name}.yaml"
+        f.write_text(f"model: {{name: {name}}}")
+        assert load_params(f).model.name == name
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

@@ -32,6 +32,7 @@ from catsdogs.core.cpus import available_cpus
 from catsdogs.core.transforms import PreprocessConfig, Transform, create_transform, image_stats
 from catsdogs.data.prepare import CLASSES, ArrayLoader, SplitData, ensure_prepared, file_sha256, load_splits
 from catsdogs.models.architectures import PRETRAINED_NORMALIZATION, count_parameters, create_model
+from catsdogs.training.augment import train_transform
 from catsdogs.training.checkpoint import Checkpoint, TrainState
 from catsdogs.training.metrics import classification_metrics
 from catsdogs.training.runtime import (
@@ -191,7 +192,7 @@ def full_job(model: nn.Module, splits: dict[str, SplitData], cfg: PreprocessConf
         splits["train"], tp.batch_size, shuffle=True, seed=tp.seed, rank=dist.rank, world_size=dist.world_size
     )
     val = ArrayLoader(splits["val"], max(tp.batch_size, 128), shuffle=False, rank=dist.rank, world_size=dist.world_size)
-    train_tf = create_transform(cfg, is_training=True, augment=tp.augment)
+    train_tf = train_transform(cfg, tp.augment)
     return Job(model, train, val, train_tf, create_transform(cfg))
 
 
