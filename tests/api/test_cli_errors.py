@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from catsdogs.cli import FULL_ENV_HINT, TRAINING_STACK, app
+from catsdogs.cli import app
+from catsdogs.cli.common import FULL_ENV_HINT, TRAINING_STACK
 
 runner = CliRunner()
 
