@@ -18,7 +18,8 @@ import torch
 
 from catsdogs.core.config import load_params
 from catsdogs.core.transforms import create_transform
-from catsdogs.data.prepare import ensure_prepared, load_split
+from catsdogs.data.loaders import load_split
+from catsdogs.data.prepare import ensure_prepared
 from catsdogs.models.serving import embed, imagenet_features
 from catsdogs.release.nonpet import nonpet_set
 from catsdogs.training.checkpoint import load_model

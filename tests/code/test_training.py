@@ -14,12 +14,12 @@ import pytest
 import torch
 from torch import nn
 
-from catsdogs.data.prepare import ArrayLoader, SplitData
+from catsdogs.data.loaders import ArrayLoader, SplitData
 from catsdogs.release.calibrate import fit_temperature, pet_threshold, unsure_threshold
 from catsdogs.training.checkpoint import FORMAT_VERSION, Checkpoint, TrainState, load_model
+from catsdogs.training.loop import build_optimizer, improved, warmup_cosine
 from catsdogs.training.metrics import classification_metrics, expected_calibration_error, log_loss, softmax
 from catsdogs.training.runtime import cpu_has_fast_bf16, is_catsdogs_cli, select_device, use_bf16
-from catsdogs.training.train import build_optimizer, improved, warmup_cosine
 
 # --- metrics ---------------------------------------------------------------------------------
 

@@ -70,7 +70,8 @@ def test_model_is_registered_with_alias_challenger(trained):
 
 def _test_predictions(tiny_project, temperature: float):
     """Probabilities of best.pt on the test split at the inference size, computed here, not read from a report."""
-    from catsdogs.data.prepare import ensure_prepared, load_split
+    from catsdogs.data.loaders import load_split
+    from catsdogs.data.prepare import ensure_prepared
     from catsdogs.release.scoring import load_for_inference, predict_split
     from catsdogs.training.metrics import softmax
 
@@ -180,7 +181,8 @@ def test_static_int8_export_is_compared_with_fp32_on_val(private_checkpoint, tin
     import torch
 
     from catsdogs.core.transforms import PreprocessConfig, create_transform
-    from catsdogs.data.prepare import ensure_prepared, load_split
+    from catsdogs.data.loaders import load_split
+    from catsdogs.data.prepare import ensure_prepared
     from catsdogs.release.export import run_export
 
     def export(budget: float, name: str) -> tuple[dict, object]:

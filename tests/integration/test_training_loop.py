@@ -130,8 +130,9 @@ def test_early_stopping_stops_where_the_history_says(loop_params, tmp_path):
 
 def test_best_checkpoint_is_the_best_epoch_by_the_watched_metric(reference, loop_params):
     from catsdogs.core.transforms import create_transform
-    from catsdogs.data.prepare import ArrayLoader, ensure_prepared, load_splits
-    from catsdogs.training.train import validate
+    from catsdogs.data.loaders import ArrayLoader, load_splits
+    from catsdogs.data.prepare import ensure_prepared
+    from catsdogs.training.loop import validate
 
     result, out = reference
     best = Checkpoint.load(out / "best.pt")

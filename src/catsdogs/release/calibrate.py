@@ -107,7 +107,7 @@ def fit(
 
 
 def run_calibration(params: Params, *, checkpoint: Path | None = None, output: Path | None = None) -> Calibration:
-    from catsdogs.data.prepare import load_split
+    from catsdogs.data.loaders import load_split
     from catsdogs.models.serving import has_pet_score
     from catsdogs.release.scoring import load_for_inference, predict_split
 
@@ -133,7 +133,7 @@ def feature_bank(model: Any, cfg: Any, params: Params, prepared_dir: Path) -> np
     import torch
 
     from catsdogs.core.transforms import create_transform
-    from catsdogs.data.prepare import load_split
+    from catsdogs.data.loaders import load_split
     from catsdogs.models.serving import imagenet_features
 
     train = load_split(params, prepared_dir, cfg, "train")

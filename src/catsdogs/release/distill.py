@@ -26,13 +26,14 @@ import torch
 import torch.nn.functional as F
 
 from catsdogs.core.config import Params
-from catsdogs.data.prepare import CLASSES, SplitData, ensure_prepared, file_sha256, load_split
+from catsdogs.data.loaders import SplitData, load_split
+from catsdogs.data.prepare import CLASSES, ensure_prepared, file_sha256
 from catsdogs.models.architectures import create_model
 from catsdogs.release.scoring import load_for_inference, predict_split
 from catsdogs.training.checkpoint import Checkpoint, TrainState
 from catsdogs.training.metrics import log_loss, softmax
+from catsdogs.training.recipes import frozen_outputs, preprocess_config
 from catsdogs.training.runtime import Dist
-from catsdogs.training.train import frozen_outputs, preprocess_config
 
 log = logging.getLogger(__name__)
 

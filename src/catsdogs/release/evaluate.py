@@ -15,7 +15,8 @@ from torch import nn
 
 from catsdogs.core.config import Params
 from catsdogs.core.transforms import PreprocessConfig
-from catsdogs.data.prepare import CLASSES, SplitData, load_split
+from catsdogs.data.loaders import SplitData, load_split
+from catsdogs.data.prepare import CLASSES
 from catsdogs.release.calibrate import Calibration
 from catsdogs.release.scoring import load_for_inference, predict_split
 from catsdogs.training.metrics import classification_metrics, expected_calibration_error, log_loss, softmax

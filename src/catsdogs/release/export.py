@@ -21,7 +21,8 @@ from catsdogs import __version__
 from catsdogs.core.config import Params
 from catsdogs.core.cpus import available_cpus
 from catsdogs.core.transforms import PreprocessConfig, create_transform
-from catsdogs.data.prepare import ensure_prepared, load_split
+from catsdogs.data.loaders import load_split
+from catsdogs.data.prepare import ensure_prepared
 from catsdogs.inference.backends import available, latency_ms, native_bf16, open_session
 from catsdogs.inference.bundle import bundle_digest
 from catsdogs.inference.predictor import PET_OUTPUT, Predictor

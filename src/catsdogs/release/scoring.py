@@ -13,7 +13,8 @@ from torch import nn
 
 from catsdogs.core.config import Params
 from catsdogs.core.transforms import PreprocessConfig, Transform, create_transform
-from catsdogs.data.prepare import ArrayLoader, SplitData, ensure_prepared
+from catsdogs.data.loaders import ArrayLoader, SplitData
+from catsdogs.data.prepare import ensure_prepared
 from catsdogs.models.serving import serving_model
 from catsdogs.training.checkpoint import Checkpoint, load_model
 from catsdogs.training.runtime import autocast, memory_format
