@@ -109,9 +109,10 @@ test-tools: init ## npm-groovy-lint for the Jenkinsfile check (other system tool
 test-quick: init ## Fast tests only, under a minute, in random order (no training, servers, containers, full data)
 	$(TEST_ENV) $(BIN)/pytest -q -m "$(QUICK_TESTS)" -p randomly $(PYTEST_ARGS)
 
-lint: init ## Ruff lint and format check
+lint: init ## Ruff lint and format check; the import contracts between stages (docs/architecture.md)
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/lint-imports
 
 format: init ## Format and autofix
 	$(BIN)/ruff format src tests scripts
