@@ -16,7 +16,7 @@ import yaml
 from typer.testing import CliRunner
 
 from catsdogs.cli import app
-from catsdogs.training.tracking import BUNDLE_TAG, REGISTERED_MODEL
+from catsdogs.release.registry import BUNDLE_TAG, REGISTERED_MODEL
 from support import use_mlflow_store
 
 pytestmark = pytest.mark.slow

@@ -63,9 +63,9 @@ def run_gate(params: Params, *, model_dir: Path | None = None, promote: bool = T
     result.checks += [parity_check(predictor, images[:256], params.gate.max_parity_diff)]
     result.checks += [latency_check(predictor, images[0], params.gate.max_latency_ms)]
     if result.passed and promote:
-        from catsdogs.training import tracking
+        from catsdogs.release.registry import promote_bundle
 
-        result.promoted = tracking.promote_bundle(bundle, predictor.meta, "champion")
+        result.promoted = promote_bundle(bundle, predictor.meta, "champion")
     return result
 
 
