@@ -15,6 +15,7 @@ from pathlib import Path
 
 import grimp
 import pytest
+import yaml
 
 from catsdogs.core.paths import PROJECT_ROOT
 
@@ -160,6 +161,41 @@ def test_the_cycle_finder_finds_cycles():
     assert import_cycles(graph, "pkg") == [["pkg.a", "pkg.b", "pkg.c"]]
     graph.remove_import(importer="pkg.c", imported="pkg.a")
     assert import_cycles(graph, "pkg") == []
+
+
+# The module each DVC stage's command runs (cli/ only wires options to it).
+STAGE_MODULES = {
+    "prepare": "catsdogs.data.prepare",
+    "train": "catsdogs.training.train",
+    "calibrate": "catsdogs.release.calibrate",
+    "evaluate": "catsdogs.release.evaluate",
+    "export": "catsdogs.release.export",
+    "robustness": "catsdogs.release.robustness",
+    "model_card": "catsdogs.release.card",
+    "distill": "catsdogs.release.distill",
+}
+
+
+def test_each_dvc_stage_depends_on_the_stage_folders_its_code_imports():
+    """dvc.yaml lists src/catsdogs/<stage> folders; they must be exactly those the stage's module reaches
+    (a missing one would leave outputs stale after a code change, an extra one retrains for nothing).
+    The root package only gives ``__version__``, read from the installed metadata, not from its code."""
+    stages = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
+    assert set(stages) == set(STAGE_MODULES)
+    graph = _graph()
+    for stage, module in STAGE_MODULES.items():
+        reached = graph.find_upstream_modules(module) | {module}
+        folders = {f"src/catsdogs/{m.split('.')[1]}" for m in reached if m.count(".") >= 1}
+        code_deps = {d for d in stages[stage]["deps"] if str(d).startswith("src/")}
+        assert code_deps == folders, stage
+
+
+def test_bytecode_is_no_part_of_a_stage_folder():
+    dvc = Path(sys.executable).with_name("dvc")
+    pyc = "src/catsdogs/training/__pycache__/train.cpython-311.pyc"
+    result = subprocess.run([str(dvc), "check-ignore", pyc, "src/catsdogs/training/train.py"],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.stdout.split() == [pyc], result.stdout + result.stderr
 
 
 def long_functions(root: Path, limit: int = MAX_FUNCTION_LINES) -> list[str]:

@@ -37,6 +37,7 @@ def test_dvc_repro_runs_the_whole_pipeline(tmp_path, kaggle_train_dir):
     assert run("git", "init", "-q").returncode == 0
     assert run(str(bin_dir / "dvc"), "init", "-q").returncode == 0
     shutil.copy(PROJECT_ROOT / ".dvc" / "config", tmp_path / ".dvc" / "config")  # the project's default remote...
+    shutil.copy(PROJECT_ROOT / ".dvcignore", tmp_path / ".dvcignore")  # bytecode is no part of the stage folders
     remote = tmp_path / "remote"  # ...pointed inside this test's folder
     assert run(str(bin_dir / "dvc"), "remote", "modify", "shared", "url", str(remote)).returncode == 0
     first = run(str(bin_dir / "dvc"), "repro")
