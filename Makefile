@@ -12,7 +12,7 @@ PIP_INSTALL = $(BIN)/pip install --disable-pip-version-check -c requirements/loc
 # Local runs listen on this machine only; the container image binds 0.0.0.0 itself. HOST=0.0.0.0 to share.
 HOST ?= 127.0.0.1
 PORT ?= 8000
-# glibc malloc tunables for training: the `catsdogs` CLI sets them itself (catsdogs.runtime.MALLOC_TUNABLES).
+# glibc malloc tunables for training: the `catsdogs` CLI sets them itself (catsdogs.training.runtime.MALLOC_TUNABLES).
 
 .PHONY: help
 help: ## List the targets by area (NO_COLOR=1 for plain text)

@@ -193,8 +193,8 @@ def test_each_dvc_stage_depends_on_the_stage_folders_its_code_imports():
 def test_bytecode_is_no_part_of_a_stage_folder():
     dvc = Path(sys.executable).with_name("dvc")
     pyc = "src/catsdogs/training/__pycache__/train.cpython-311.pyc"
-    result = subprocess.run([str(dvc), "check-ignore", pyc, "src/catsdogs/training/train.py"],
-                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    args = [str(dvc), "check-ignore", pyc, "src/catsdogs/training/train.py"]
+    result = subprocess.run(args, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert result.stdout.split() == [pyc], result.stdout + result.stderr
 
 
