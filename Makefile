@@ -12,7 +12,7 @@ PIP_INSTALL = $(BIN)/pip install --disable-pip-version-check -c requirements/loc
 # Local runs listen on this machine only; the container image binds 0.0.0.0 itself. HOST=0.0.0.0 to share.
 HOST ?= 127.0.0.1
 PORT ?= 8000
-# glibc malloc tunables for training: the `catsdogs` CLI sets them itself (catsdogs.runtime.MALLOC_TUNABLES).
+# glibc malloc tunables for training: the `catsdogs` CLI sets them itself (catsdogs.training.runtime.MALLOC_TUNABLES).
 
 .PHONY: help
 help: ## List the targets by area (NO_COLOR=1 for plain text)
@@ -109,9 +109,10 @@ test-tools: init checkov-venv oip-clients ## npm-groovy-lint (Jenkinsfile check)
 test-quick: init ## Fast tests only, under a minute, in random order (no training, servers, containers, full data)
 	$(TEST_ENV) $(BIN)/pytest -q -m "$(QUICK_TESTS)" -p randomly $(PYTEST_ARGS)
 
-lint: init ## Ruff lint and format check
+lint: init ## Ruff lint and format check; the import contracts between stages (docs/architecture.md)
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/lint-imports
 
 format: init ## Format and autofix
 	$(BIN)/ruff format src tests scripts

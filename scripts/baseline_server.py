@@ -23,8 +23,8 @@ import uvicorn
 from fastapi import FastAPI, File, UploadFile
 from PIL import Image
 
-from catsdogs.model import create_model
-from catsdogs.paths import MODELS_DIR
+from catsdogs.core.paths import MODELS_DIR
+from catsdogs.models.architectures import create_model
 
 SEED = ("simple_cnn", 224)
 

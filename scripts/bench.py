@@ -29,9 +29,9 @@ from pathlib import Path
 
 import httpx
 
-from catsdogs.cpus import cpu_name
-from catsdogs.paths import MODELS_DIR, PROJECT_ROOT, SHARED_DATA_DIR
-from catsdogs.transforms import IMAGE_SUFFIXES
+from catsdogs.core.cpus import cpu_name
+from catsdogs.core.paths import MODELS_DIR, PROJECT_ROOT, SHARED_DATA_DIR
+from catsdogs.core.transforms import IMAGE_SUFFIXES
 
 
 @dataclass

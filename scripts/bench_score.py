@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from catsdogs.paths import MODELS_DIR, SHARED_DATA_DIR
+from catsdogs.core.paths import MODELS_DIR, SHARED_DATA_DIR
 
 
 def timed(cmd: list[str]) -> tuple[float, str]:

@@ -16,10 +16,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-from catsdogs.model import MODELS, create_model
-from catsdogs.predictor import available_cpus
-from catsdogs.train import autocast, cpu_has_fast_bf16
-from catsdogs.transforms import PreprocessConfig, create_transform
+from catsdogs.core.cpus import available_cpus
+from catsdogs.core.transforms import PreprocessConfig
+from catsdogs.models.architectures import MODELS, create_model
+from catsdogs.training.augment import train_transform
+from catsdogs.training.runtime import autocast, cpu_has_fast_bf16
 
 
 def step_rate(name: str, size: int, batch: int, bf16: bool, steps: int) -> tuple[float, float]:
@@ -28,7 +29,7 @@ def step_rate(name: str, size: int, batch: int, bf16: bool, steps: int) -> tuple
         model = model.to(memory_format=torch.channels_last)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    transform = create_transform(PreprocessConfig(image_size=size), is_training=True)
+    transform = train_transform(PreprocessConfig(image_size=size))
     pixels = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8)
     labels = torch.randint(0, 2, (batch,))
     aug_time = 0.0

@@ -17,7 +17,7 @@ import time
 
 import httpx
 
-from catsdogs.paths import MODELS_DIR, PROJECT_ROOT, SHARED_DATA_DIR
+from catsdogs.core.paths import MODELS_DIR, PROJECT_ROOT, SHARED_DATA_DIR
 
 name, port = sys.argv[1], int(sys.argv[2])
 py = sys.executable

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from catsdogs.backends import available, native_bf16
-from catsdogs.cpus import cpu_name
-from catsdogs.paths import MODELS_DIR, SHARED_DATA_DIR
-from catsdogs.predictor import Predictor
-from catsdogs.transforms import load_image
+from catsdogs.core.cpus import cpu_name
+from catsdogs.core.paths import MODELS_DIR, SHARED_DATA_DIR
+from catsdogs.core.transforms import load_image
+from catsdogs.inference.backends import available, native_bf16
+from catsdogs.inference.predictor import Predictor
 
 
 def cpu_ms(fn, items: list, repeat: int) -> float:

@@ -29,7 +29,7 @@ if [[ -z "${MLFLOW_TRACKING_URI:-}" && -e mlruns.db && "$(runs_in_store mlruns.d
     exit 2
 fi
 
-source_dir=$("$PY" -c 'from catsdogs.config import load_params; p = load_params(); print(p.path(p.data.source))')
+source_dir=$("$PY" -c 'from catsdogs.core.config import load_params; p = load_params(); print(p.path(p.data.source))')
 if [[ ! -d "$source_dir" ]]; then
     echo "error: no images at $source_dir; run \`catsdogs data download\` and set" \
         "data.source: data/raw/dogs-vs-cats/train in params.yaml, or point it at a cat/dog folder" >&2
@@ -50,7 +50,7 @@ YAML
 "$PY" - <<'PYTHON'
 import mlflow
 
-from catsdogs.tracking import setup_mlflow
+from catsdogs.training.tracking import setup_mlflow
 
 experiment = setup_mlflow()
 mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, "mlflow.experimentKind", "custom_model_development")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from catsdogs.cpus import cpu_name
-from catsdogs.predictor import Predictor
+from catsdogs.core.cpus import cpu_name
+from catsdogs.inference.predictor import Predictor
 
 
 def measure(bundle: str, backend: str, runs: int, threads: int) -> str:

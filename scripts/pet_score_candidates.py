@@ -17,13 +17,13 @@ import json
 import numpy as np
 import torch
 
-from catsdogs.calibrate import fit_pet_regression, pet_threshold, val_halves
-from catsdogs.config import load_params
-from catsdogs.data import load_split
-from catsdogs.evaluate import load_for_inference
-from catsdogs.nonpet import dev_sets, to_pixels
-from catsdogs.petscore import PetScore
-from catsdogs.transforms import create_transform
+from catsdogs.core.config import load_params
+from catsdogs.core.transforms import create_transform
+from catsdogs.data.loaders import load_split
+from catsdogs.models.petscore import PetScore
+from catsdogs.release.calibrate import fit_pet_regression, pet_threshold, val_halves
+from catsdogs.release.nonpet import dev_sets, to_pixels
+from catsdogs.release.scoring import load_for_inference
 
 HELD = ("uploads_held", "photo_folder", "package_photos", "foolbox")
 

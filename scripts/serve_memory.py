@@ -25,8 +25,8 @@ import numpy as np
 from bench import cli_command, free_port, running  # scripts/ is on sys.path when run as a script
 from PIL import Image
 
-from catsdogs.paths import MODELS_DIR, SHARED_DATA_DIR
-from catsdogs.transforms import IMAGE_SUFFIXES
+from catsdogs.core.paths import MODELS_DIR, SHARED_DATA_DIR
+from catsdogs.core.transforms import IMAGE_SUFFIXES
 
 
 def vm_hwm_mib(pid: int) -> int:

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from catsdogs.backends import latency_ms, open_session
-from catsdogs.cpus import available_cpus, cpu_name
-from catsdogs.model import create_model
+from catsdogs.core.cpus import available_cpus, cpu_name
+from catsdogs.inference.backends import latency_ms, open_session
+from catsdogs.models.architectures import create_model
 
 CANDIDATES = [  # (model, tuned_blocks, input size)
     ("resnet_small", 0, 96),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from catsdogs.paths import PROJECT_ROOT, SHARED_DATA_DIR
+from catsdogs.core.paths import PROJECT_ROOT, SHARED_DATA_DIR
 from support import IN_CI, mark_by_folder, register_ci_skip_guard, require_binary  # re-exported for older imports
 
 __all__ = ["IN_CI", "require_binary"]

@@ -7,7 +7,7 @@ import tomllib
 
 import pytest
 
-from catsdogs.paths import PROJECT_ROOT
+from catsdogs.core.paths import PROJECT_ROOT
 from support import FOLDER_MARKERS
 
 pytest_plugins = ["pytester"]

@@ -24,7 +24,7 @@ import numpy as np
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from catsdogs.transforms import PreprocessConfig, create_transform
+from catsdogs.core.transforms import PreprocessConfig, create_transform
 from support import IN_CI, free_port, wait_http, wait_until
 
 __all__ = ["IN_CI", "free_port"]  # re-exported: the API tests import them from here

@@ -12,7 +12,7 @@ from apihelpers import IN_CI, wait_ready, write_tiny_bundle
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from catsdogs.paths import MODELS_DIR
+from catsdogs.core.paths import MODELS_DIR
 from catsdogs.serve.app import create_app
 from catsdogs.serve.settings import Settings
 

@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 import catsdogs
-from catsdogs.predictor import Predictor
+from catsdogs.inference.predictor import Predictor
 from catsdogs.serve import app as app_module
 from catsdogs.serve.app import create_app
 from catsdogs.serve.routes import info as info_routes

@@ -1,4 +1,4 @@
-"""catsdogs.backends: OpenVINO beside ONNX Runtime, the same answers, choice and fallback."""
+"""catsdogs.inference.backends: OpenVINO beside ONNX Runtime, the same answers, choice and fallback."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from apihelpers import IMAGE_SIZE, write_tiny_bundle
 
-from catsdogs import export as export_mod
-from catsdogs import predictor as predictor_mod
-from catsdogs.backends import native_bf16
-from catsdogs.calibrate import Calibration
-from catsdogs.export import check_bf16, fastest_backend, served_answers
-from catsdogs.predictor import ModelLoadError, Predictor
-from catsdogs.transforms import PreprocessConfig
+from catsdogs.core.transforms import PreprocessConfig
+from catsdogs.inference import predictor as predictor_mod
+from catsdogs.inference.backends import native_bf16
+from catsdogs.inference.predictor import ModelLoadError, Predictor
+from catsdogs.release import export as export_mod
+from catsdogs.release.calibrate import Calibration
+from catsdogs.release.export import check_bf16, fastest_backend, served_answers
 
 
 def _inputs(n: int, seed: int = 0) -> np.ndarray:

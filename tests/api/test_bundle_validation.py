@@ -12,7 +12,8 @@ import pytest
 from apihelpers import RED, encode, solid, write_tiny_bundle
 from fastapi.testclient import TestClient
 
-from catsdogs.predictor import ModelLoadError, Predictor, onnx_opset
+from catsdogs.inference.bundle import onnx_opset
+from catsdogs.inference.predictor import ModelLoadError, Predictor
 
 ClientFactory = Callable[..., TestClient]
 AUTH = {"Authorization": "Bearer s3cret"}

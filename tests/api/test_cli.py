@@ -132,7 +132,7 @@ def test_serving_never_imports_the_training_stack(tiny_bundle: Path, images: Pat
         "import catsdogs.cli\n"
         "from catsdogs.serve.app import create_app\n"
         "from catsdogs.serve.settings import Settings\n"
-        "from catsdogs.predictor import Predictor\n"
+        "from catsdogs.inference.predictor import Predictor\n"
         "create_app(Settings(model_path=sys.argv[1]))\n"
         "Predictor.load(sys.argv[1]).predict_bytes([open(sys.argv[2], 'rb').read()])\n"
         "print(sorted(m for m in ('torch', 'mlflow', 'sklearn', 'onnx') if m in sys.modules))\n"

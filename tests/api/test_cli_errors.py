@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from catsdogs.cli import FULL_ENV_HINT, TRAINING_STACK, app
+from catsdogs.cli import app
+from catsdogs.cli.common import FULL_ENV_HINT, TRAINING_STACK
 
 runner = CliRunner()
 
@@ -161,7 +162,7 @@ def test_missing_params_file(tmp_path: Path) -> None:
 
 
 def test_help_has_no_type_noise_and_shows_params_defaults() -> None:
-    from catsdogs.config import load_params
+    from catsdogs.core.config import load_params
 
     p = load_params()
     for args in (["--help"], ["train", "--help"], ["predict", "--help"], ["data", "prepare", "--help"]):
@@ -177,13 +178,13 @@ def test_help_has_no_type_noise_and_shows_params_defaults() -> None:
 def test_download_prints_the_setting_that_prepare_and_train_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import catsdogs.download
+    import catsdogs.data.download
 
     def fake_download(dest: Path, source: str) -> list[Path]:
         (dest / "dogs-vs-cats" / "train").mkdir(parents=True)
         return [dest / "dogs-vs-cats"]
 
-    monkeypatch.setattr(catsdogs.download, "download", fake_download)
+    monkeypatch.setattr(catsdogs.data.download, "download", fake_download)
     r = runner.invoke(app, ["data", "download", "--dest", str(tmp_path)])
     assert r.exit_code == 0, r.output
     train_dir = tmp_path / "dogs-vs-cats" / "train"
@@ -191,6 +192,6 @@ def test_download_prints_the_setting_that_prepare_and_train_read(
     # ... and that setting is what prepare reads.
     params = tmp_path / "params.yaml"
     params.write_text(f"data:\n  source: {train_dir}\n")
-    from catsdogs.config import load_params
+    from catsdogs.core.config import load_params
 
     assert load_params(params).path(load_params(params).data.source) == train_dir

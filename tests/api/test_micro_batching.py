@@ -15,7 +15,7 @@ from apihelpers import RunSpy, encode, solid
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from catsdogs.predictor import Predictor
+from catsdogs.inference.predictor import Predictor
 from catsdogs.serve.batching import MicroBatcher
 from catsdogs.serve.metrics import Metrics
 from support import wait_until

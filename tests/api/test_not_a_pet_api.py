@@ -15,7 +15,7 @@ from apihelpers import LOOKS_LIKE, PET_THRESHOLD, encode, solid, write_tiny_bund
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from catsdogs.looks_like import imagenet_classes, looks_like
+from catsdogs.inference.looks_like import imagenet_classes, looks_like
 from catsdogs.predictor import Predictor
 from catsdogs.serve.settings import Settings
 

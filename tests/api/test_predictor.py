@@ -1,4 +1,4 @@
-"""catsdogs.predictor: bundle loading, backends, session options, CPU quota, batching, preprocessing."""
+"""catsdogs.inference.predictor: bundle loading, backends, session options, CPU quota, batching, preprocessing."""
 
 from __future__ import annotations
 
@@ -12,9 +12,16 @@ import pytest
 from apihelpers import BLUE, IMAGE_SIZE, RED, RunSpy, encode, model_input_of, png_bomb, solid, write_tiny_bundle
 from PIL import Image
 
-from catsdogs import cpus as cpus_mod
-from catsdogs import predictor as predictor_mod
-from catsdogs.predictor import ModelLoadError, Prediction, PredictionError, Predictor, available_cpus, cgroup_cpu_limit
+from catsdogs.core import cpus as cpus_mod
+from catsdogs.inference import predictor as predictor_mod
+from catsdogs.inference.predictor import (
+    ModelLoadError,
+    Prediction,
+    PredictionError,
+    Predictor,
+    available_cpus,
+    cgroup_cpu_limit,
+)
 
 
 # --- CPU quota ------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""`catsdogs score`: Ray Data batch scoring in local mode with 2 CPUs (catsdogs.score, docs/batch-scoring.md).
+"""`catsdogs score`: Ray Data batch scoring in local mode with 2 CPUs (catsdogs.inference.score, docs/batch-scoring.md).
 
 The shipped bundle scores real photos; its answers are compared with ``Predictor`` on the same files. One local
 Ray instance serves the whole module (its start-up is the slow part) and must leave no process behind.
@@ -27,9 +27,9 @@ import pytest
 from typer.testing import CliRunner
 
 from catsdogs.cli import app
-from catsdogs.paths import MODELS_DIR
+from catsdogs.core.paths import MODELS_DIR
+from catsdogs.inference.score import MEMBER_SEP, run_score
 from catsdogs.predictor import Prediction, Predictor
-from catsdogs.score import MEMBER_SEP, run_score
 from support import free_port, wait_until
 
 # Ray's actors batch the photos differently from one predict_bytes call: on the bundle's bf16 backend the pet

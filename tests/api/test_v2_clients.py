@@ -20,7 +20,7 @@ import pytest
 from apihelpers import ServerProcess
 from prometheus_client.parser import text_string_to_metric_families
 
-from catsdogs.paths import PROJECT_ROOT, SHARED_DATA_DIR
+from catsdogs.core.paths import PROJECT_ROOT, SHARED_DATA_DIR
 
 pytestmark = pytest.mark.slow
 

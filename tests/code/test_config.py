@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from catsdogs.config import load_params
-from catsdogs.paths import PARAMS_FILE, PROJECT_ROOT
+from catsdogs.core.config import load_params
+from catsdogs.core.paths import PARAMS_FILE, PROJECT_ROOT
 
 
 def test_project_params_load_and_resolve_paths():
     p = load_params()
     assert p.base_dir == PARAMS_FILE.parent
     assert p.path(p.data.prepared_dir) == PROJECT_ROOT / "data" / "prepared"
-    from catsdogs.model import MODELS
+    from catsdogs.models.architectures import MODELS
 
     assert p.model.name in MODELS
     assert 0 < p.gate.min_accuracy <= 1

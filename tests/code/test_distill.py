@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
 
-from catsdogs.config import Params, load_params
-from catsdogs.distill import STUDENT, choose_head, fit_head, kd_loss, student_params
+from catsdogs.core.config import Params, load_params
+from catsdogs.release.distill import STUDENT, choose_head, fit_head, kd_loss, student_params
 
 
 def _blobs(n: int = 400, dim: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,8 +7,8 @@ import zipfile
 import pytest
 from typer.testing import CliRunner
 
-from catsdogs import download as dl
 from catsdogs.cli import app
+from catsdogs.data import download as dl
 
 
 @pytest.fixture()

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from catsdogs.calibrate import Calibration
-from catsdogs.evaluate import calibration_report, recommend
+from catsdogs.release.calibrate import Calibration
+from catsdogs.release.evaluate import calibration_report, recommend
 
 
 def _row(size: int, tta: str, accuracy: float, cost: float, n: int) -> dict:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from catsdogs.model import MODELS, SimpleCNN, count_parameters, create_model
+from catsdogs.core.config import MODEL_NAMES, load_params
+from catsdogs.models.architectures import MODELS, SimpleCNN, count_parameters, create_model
 
 
 def test_simple_cnn_matches_the_seed():
@@ -24,6 +25,15 @@ def test_simple_cnn_matches_the_seed():
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     assert [(lin.in_features, lin.out_features) for lin in linears] == [(256, 128), (128, 2)]
     assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.5 for m in model.modules())
+
+
+def test_params_know_exactly_the_registered_models(tmp_path):
+    """params.yaml is validated without torch, from MODEL_NAMES: it must name the registry's models, no more."""
+    assert sorted(MODEL_NAMES) == sorted(MODELS)
+    for name in MODELS:
+        f = tmp_path / f"{name}.yaml"
+        f.write_text(f"model: {{name: {name}}}")
+        assert load_params(f).model.name == name
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -62,8 +72,8 @@ def test_unknown_model_is_a_clear_error():
 def test_flip_tta_is_mirror_invariant_and_exports_to_onnx(tmp_path):
     import numpy as np
 
-    from catsdogs.export import export_onnx, ort_proba, ort_session
-    from catsdogs.inference import FlipTTA, with_tta
+    from catsdogs.models.serving import FlipTTA, with_tta
+    from catsdogs.release.export import export_onnx, ort_proba, ort_session
 
     torch.manual_seed(0)
     base = create_model("simple_cnn").eval()

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from catsdogs.calibrate import Calibration, fit_pet_regression, fit_pet_score, val_halves
-from catsdogs.config import load_params
-from catsdogs.evaluate import SplitScores
-from catsdogs.petscore import PET_CLASSES, PetScore
+from catsdogs.core.config import load_params
+from catsdogs.models.petscore import PET_CLASSES, PetScore
+from catsdogs.release.calibrate import Calibration, fit_pet_regression, fit_pet_score, val_halves
+from catsdogs.release.scoring import SplitScores
 
 
 def test_the_evidence_is_the_log_odds_of_the_pet_mass_and_the_best_pet_logit() -> None:

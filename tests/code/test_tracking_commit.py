@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from catsdogs import tracking
+from catsdogs.training import tracking
 
 
 @pytest.fixture
@@ -16,7 +16,7 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     def git(*args: str) -> None:
         subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
 
-    for rel in ("src/catsdogs/train.py", "params.yaml", "models/model.json", "reports/student.json"):
+    for rel in ("src/catsdogs/training/train.py", "params.yaml", "models/model.json", "reports/student.json"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text("v1\n")
     git("init", "-q")
@@ -37,7 +37,7 @@ def test_outputs_being_recreated_are_not_dirty(repo: Path, output: str) -> None:
     assert not tracking.git_commit().endswith("-dirty")
 
 
-@pytest.mark.parametrize("code", ["src/catsdogs/train.py", "params.yaml"])
+@pytest.mark.parametrize("code", ["src/catsdogs/training/train.py", "params.yaml"])
 def test_changed_code_or_params_are_dirty(repo: Path, code: str) -> None:
     (repo / code).write_text("v2\n")
     assert tracking.git_commit().endswith("-dirty")

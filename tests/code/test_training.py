@@ -14,12 +14,12 @@ import pytest
 import torch
 from torch import nn
 
-from catsdogs.calibrate import fit_temperature, pet_threshold, unsure_threshold
-from catsdogs.checkpoint import FORMAT_VERSION, Checkpoint, TrainState, load_model
-from catsdogs.data import ArrayLoader, SplitData
-from catsdogs.metrics import classification_metrics, expected_calibration_error, log_loss, softmax
-from catsdogs.runtime import cpu_has_fast_bf16, is_catsdogs_cli, select_device, use_bf16
-from catsdogs.train import build_optimizer, improved, warmup_cosine
+from catsdogs.data.loaders import ArrayLoader, SplitData
+from catsdogs.release.calibrate import fit_temperature, pet_threshold, unsure_threshold
+from catsdogs.training.checkpoint import FORMAT_VERSION, Checkpoint, TrainState, load_model
+from catsdogs.training.loop import build_optimizer, improved, warmup_cosine
+from catsdogs.training.metrics import classification_metrics, expected_calibration_error, log_loss, softmax
+from catsdogs.training.runtime import cpu_has_fast_bf16, is_catsdogs_cli, select_device, use_bf16
 
 # --- metrics ---------------------------------------------------------------------------------
 
@@ -293,7 +293,7 @@ def _checkpoint(model: nn.Module) -> Checkpoint:
 
 
 def test_checkpoint_round_trip(tmp_path):
-    from catsdogs.model import create_model
+    from catsdogs.models.architectures import create_model
 
     torch.manual_seed(0)
     model = create_model("simple_cnn", dropout=0.3).eval()

@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from catsdogs.transforms import (
-    AugmentConfig,
+from catsdogs.core.config import AugmentConfig
+from catsdogs.core.transforms import (
     InvalidImageError,
     PreprocessConfig,
     create_transform,
@@ -18,6 +18,7 @@ from catsdogs.transforms import (
     normalize,
     resize,
 )
+from catsdogs.training.augment import train_transform
 
 CFG = PreprocessConfig(image_size=64, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
 
@@ -57,7 +58,7 @@ def test_numpy_and_torch_paths_agree(photo):
 
 def test_train_transform_augments_but_keeps_shape(photo):
     torch.manual_seed(0)
-    t = create_transform(CFG, is_training=True, augment=AugmentConfig())
+    t = train_transform(CFG, AugmentConfig())
     assert t.is_training
     batch = torch.from_numpy(np.stack([t.pixels(photo)] * 8))
     out = t.batch(batch)
@@ -70,7 +71,7 @@ def test_train_transform_augments_but_keeps_shape(photo):
 
 def test_train_flip_only_is_exact_mirror(photo):
     aug = AugmentConfig(scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=1.0, brightness=0, contrast=0, saturation=0)
-    t = create_transform(CFG, is_training=True, augment=aug)
+    t = train_transform(CFG, aug)
     px = torch.from_numpy(t.pixels(photo)).unsqueeze(0)
     flipped = t.batch(px)[0]
     expected = create_transform(CFG).batch(px)[0].flip(-1)
@@ -164,7 +165,7 @@ def test_draft_decoding_of_large_jpeg_matches_full_decode(uploads_dir):
 
 def test_image_stats_are_exact_on_large_arrays():
     """Regression: float32 accumulation over millions of pixels returned the same wrong mean for every channel."""
-    from catsdogs.transforms import image_stats
+    from catsdogs.core.transforms import image_stats
 
     rng = np.random.default_rng(0)
     pixels = np.empty((600, 64, 64, 3), dtype=np.uint8)

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from catsdogs.data import assign_split, build_cache, discover, label_from_path, prepare, read_manifest
-from catsdogs.transforms import PreprocessConfig
+from catsdogs.core.transforms import PreprocessConfig
+from catsdogs.data.cache import build_cache
+from catsdogs.data.prepare import assign_split, discover, label_from_path, prepare, read_manifest
 
 
 def _tree_digest(root: Path) -> dict[str, str]:

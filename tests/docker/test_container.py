@@ -24,7 +24,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from catsdogs.paths import MODELS_DIR, PROJECT_ROOT
+from catsdogs.core.paths import MODELS_DIR, PROJECT_ROOT
 from support import IN_CI, free_port, require_binary
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from integration_params import write_params
 
-from catsdogs.config import Params, load_params
+from catsdogs.core.config import Params, load_params
 from support import use_mlflow_store
 
 
@@ -38,7 +38,7 @@ def tiny_project(tmp_path_factory, kaggle_train_dir) -> Params:
 
 @pytest.fixture(scope="session")
 def trained(tiny_project, mlflow_uri):
-    from catsdogs.train import run_training
+    from catsdogs.training.train import run_training
 
     with pytest.MonkeyPatch.context() as mp:
         use_mlflow_store(mp, mlflow_uri)
@@ -55,10 +55,10 @@ class Pipeline:
 @pytest.fixture(scope="session")
 def pipeline(trained, tiny_project, mlflow_uri) -> Pipeline:
     """calibrate -> evaluate -> export -> model card, as `dvc repro` runs them after train."""
-    from catsdogs.calibrate import run_calibration
-    from catsdogs.card import write_model_card
-    from catsdogs.evaluate import run_evaluation
-    from catsdogs.export import run_export
+    from catsdogs.release.calibrate import run_calibration
+    from catsdogs.release.card import write_model_card
+    from catsdogs.release.evaluate import run_evaluation
+    from catsdogs.release.export import run_export
 
     with pytest.MonkeyPatch.context() as mp:
         use_mlflow_store(mp, mlflow_uri)

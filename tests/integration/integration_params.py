@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from catsdogs.paths import PARAMS_FILE
+from catsdogs.core.paths import PARAMS_FILE
 
 TINY = {
     "data": {"limit": 200},

@@ -16,8 +16,8 @@ import mlflow
 import pytest
 from integration_params import write_params
 
-from catsdogs.checkpoint import Checkpoint
-from catsdogs.config import load_params
+from catsdogs.core.config import load_params
+from catsdogs.training.checkpoint import Checkpoint
 from support import free_port, use_mlflow_store
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from integration_params import write_params
 
-from catsdogs.paths import PROJECT_ROOT
+from catsdogs.core.paths import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -37,6 +37,7 @@ def test_dvc_repro_runs_the_whole_pipeline(tmp_path, kaggle_train_dir):
     assert run("git", "init", "-q").returncode == 0
     assert run(str(bin_dir / "dvc"), "init", "-q").returncode == 0
     shutil.copy(PROJECT_ROOT / ".dvc" / "config", tmp_path / ".dvc" / "config")  # the project's default remote...
+    shutil.copy(PROJECT_ROOT / ".dvcignore", tmp_path / ".dvcignore")  # bytecode is no part of the stage folders
     remote = tmp_path / "remote"  # ...pointed inside this test's folder
     assert run(str(bin_dir / "dvc"), "remote", "modify", "shared", "url", str(remote)).returncode == 0
     first = run(str(bin_dir / "dvc"), "repro")
@@ -81,7 +82,7 @@ def test_dvc_repro_runs_the_whole_pipeline(tmp_path, kaggle_train_dir):
 
 def check_student(root: Path, teacher: dict) -> None:
     """The distill stage leaves a servable student bundle and a report that sets it beside the teacher."""
-    from catsdogs.predictor import Predictor
+    from catsdogs.inference.predictor import Predictor
 
     report = json.loads((root / "reports" / "student.json").read_text())
     student = json.loads((root / "models" / "student" / "model.json").read_text())

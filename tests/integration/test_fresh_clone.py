@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from catsdogs.paths import PROJECT_ROOT, SHARED_DATA_DIR
+from catsdogs.core.paths import PROJECT_ROOT, SHARED_DATA_DIR
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,7 @@ import yaml
 from typer.testing import CliRunner
 
 from catsdogs.cli import app
-from catsdogs.tracking import BUNDLE_TAG, FORMAT_TAG, PYFUNC_FORMAT, REGISTERED_MODEL
+from catsdogs.release.registry import BUNDLE_TAG, FORMAT_TAG, PYFUNC_FORMAT, REGISTERED_MODEL
 from support import use_mlflow_store
 
 pytestmark = pytest.mark.slow
@@ -108,7 +108,7 @@ def _variant(bundle: Path, dest: Path) -> Path:
     """The same model as a different bundle (one ONNX metadata entry added): a different content hash."""
     import onnx
 
-    from catsdogs.predictor import bundle_digest
+    from catsdogs.inference.bundle import bundle_digest
 
     shutil.copytree(bundle, dest)
     model = onnx.load(str(dest / "model.onnx"))

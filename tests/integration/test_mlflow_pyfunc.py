@@ -1,4 +1,4 @@
-"""The registered champion as an MLflow pyfunc that takes image bytes (catsdogs.pyfunc, docs/api.md).
+"""The registered champion as an MLflow pyfunc that takes image bytes (catsdogs.inference.pyfunc, docs/api.md).
 
 The shipped bundle in models/ is registered into a fresh SQLite store by the registration `catsdogs validate`
 runs when the gate passes (``tracking.promote_bundle``; the gate itself is tests/integration/test_gate.py).
@@ -25,8 +25,8 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from catsdogs import tracking
-from catsdogs.paths import MODELS_DIR, PROJECT_ROOT
+from catsdogs.core.paths import MODELS_DIR, PROJECT_ROOT
+from catsdogs.release import registry as tracking
 from catsdogs.serve.app import create_app
 from catsdogs.serve.settings import Settings
 from support import free_port, require_binary, use_mlflow_store, wait_http, wait_until

@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from catsdogs.cli import app
-from catsdogs.export import fastest_backend
+from catsdogs.release.export import fastest_backend
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +38,7 @@ def test_training_run_is_fully_tracked(trained, tiny_project):
     out_dir = tiny_project.path(tiny_project.train.output_dir)
     summary = json.loads((out_dir / "run.json").read_text())
     assert run.data.tags["git_commit"] == summary["git_commit"] and run.data.tags["data_hash"] == summary["data_hash"]
-    from catsdogs.data import file_sha256
+    from catsdogs.data.prepare import file_sha256
 
     prepared = tiny_project.path(tiny_project.data.prepared_dir)
     assert summary["data_hash"] == file_sha256(prepared / "manifest.csv")
@@ -50,7 +50,7 @@ def test_training_run_is_fully_tracked(trained, tiny_project):
     assert {"reports/val_classification_report.txt", "reports/history.json"} <= reports
     resolved = mlflow.artifacts.load_dict(f"runs:/{trained.run_id}/config/resolved_config.json")
     assert resolved["train"]["epochs"] == 1 and resolved["data"]["limit"] == 200
-    from catsdogs.checkpoint import Checkpoint
+    from catsdogs.training.checkpoint import Checkpoint
 
     assert Checkpoint.load(out_dir / "best.pt").params == resolved
 
@@ -70,9 +70,10 @@ def test_model_is_registered_with_alias_challenger(trained):
 
 def _test_predictions(tiny_project, temperature: float):
     """Probabilities of best.pt on the test split at the inference size, computed here, not read from a report."""
-    from catsdogs.data import ensure_prepared, load_split
-    from catsdogs.evaluate import load_for_inference, predict_split
-    from catsdogs.metrics import softmax
+    from catsdogs.data.loaders import load_split
+    from catsdogs.data.prepare import ensure_prepared
+    from catsdogs.release.scoring import load_for_inference, predict_split
+    from catsdogs.training.metrics import softmax
 
     model, cfg, _, prepared = load_for_inference(tiny_project)
     test = load_split(tiny_project, ensure_prepared(tiny_project, prepared), cfg, "test")
@@ -108,7 +109,7 @@ def test_evaluation_metrics_match_scikit_learn_on_the_same_predictions(pipeline,
 
 
 def test_calibration_is_fitted_on_val(pipeline, tiny_project):
-    from catsdogs.calibrate import Calibration
+    from catsdogs.release.calibrate import Calibration
 
     cal = pipeline.calibration
     saved = Calibration.load(tiny_project.path(tiny_project.train.output_dir) / "calibration.json")
@@ -144,7 +145,7 @@ def test_export_bundle_parity_and_lineage(pipeline, tiny_project, trained):
     assert [d.dim_value for d in dims[1:]] == [3, 56, 56]
     card = (bundle / "MODEL_CARD.md").read_text()
     assert card.startswith(f"# Model card: catsdogs {meta['version']}") and meta["git_commit"] in card
-    from catsdogs.predictor import bundle_digest
+    from catsdogs.inference.bundle import bundle_digest
 
     assert meta["sha256"]["bundle"] == bundle_digest(bundle, meta)
     # the bundle is attached to the run, where `models:/` URIs find it
@@ -159,7 +160,7 @@ def private_checkpoint(pipeline, tiny_project, tmp_path):
     """best.pt + calibration.json copied, detached from the MLflow run (exports of it log nothing to the shared run)."""
     import shutil
 
-    from catsdogs.checkpoint import Checkpoint
+    from catsdogs.training.checkpoint import Checkpoint
 
     out = tiny_project.path(tiny_project.train.output_dir)
     ckpt = Checkpoint.load(out / "best.pt")
@@ -170,7 +171,7 @@ def private_checkpoint(pipeline, tiny_project, tmp_path):
 
 
 def _onnx_accuracy(path, x: np.ndarray, labels: np.ndarray) -> float:
-    from catsdogs.export import ort_proba, ort_session
+    from catsdogs.release.export import ort_proba, ort_session
 
     return float((ort_proba(ort_session(path), x).argmax(1) == labels).mean())
 
@@ -179,9 +180,10 @@ def test_static_int8_export_is_compared_with_fp32_on_val(private_checkpoint, tin
     import onnx
     import torch
 
-    from catsdogs.data import ensure_prepared, load_split
-    from catsdogs.export import run_export
-    from catsdogs.transforms import PreprocessConfig, create_transform
+    from catsdogs.core.transforms import PreprocessConfig, create_transform
+    from catsdogs.data.loaders import load_split
+    from catsdogs.data.prepare import ensure_prepared
+    from catsdogs.release.export import run_export
 
     def export(budget: float, name: str) -> tuple[dict, object]:
         params = tiny_project.model_copy(
@@ -221,7 +223,7 @@ def test_static_int8_export_is_compared_with_fp32_on_val(private_checkpoint, tin
 
 
 def test_tune_inference_sweeps_the_validation_split(pipeline, tiny_project, tmp_path):
-    from catsdogs.evaluate import sweep_inference
+    from catsdogs.release.evaluate import sweep_inference
 
     params_file = tiny_project.base_dir / "params.yaml"
     out = tmp_path / "sweep.json"
@@ -257,7 +259,7 @@ def test_validate_model_script_is_the_gate(pipeline, tiny_project):
     import subprocess
     import sys
 
-    from catsdogs.paths import PROJECT_ROOT
+    from catsdogs.core.paths import PROJECT_ROOT
 
     params_file = tiny_project.base_dir / "params.yaml"
     script = PROJECT_ROOT / "scripts" / "validate_model.py"

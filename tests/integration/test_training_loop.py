@@ -16,8 +16,8 @@ import torch
 from integration_params import write_params
 from typer.testing import CliRunner
 
-from catsdogs.checkpoint import Checkpoint
-from catsdogs.config import Params, load_params
+from catsdogs.core.config import Params, load_params
+from catsdogs.training.checkpoint import Checkpoint
 from support import use_mlflow_store
 
 pytestmark = pytest.mark.slow
@@ -73,7 +73,7 @@ def _with(params: Params, out: Path, **train) -> Params:
 
 
 def _train(params: Params, **kwargs):
-    from catsdogs.train import run_training
+    from catsdogs.training.train import run_training
 
     return run_training(params, register=False, **kwargs)
 
@@ -129,9 +129,10 @@ def test_early_stopping_stops_where_the_history_says(loop_params, tmp_path):
 
 
 def test_best_checkpoint_is_the_best_epoch_by_the_watched_metric(reference, loop_params):
-    from catsdogs.data import ArrayLoader, ensure_prepared, load_splits
-    from catsdogs.train import validate
-    from catsdogs.transforms import create_transform
+    from catsdogs.core.transforms import create_transform
+    from catsdogs.data.loaders import ArrayLoader, load_splits
+    from catsdogs.data.prepare import ensure_prepared
+    from catsdogs.training.loop import validate
 
     result, out = reference
     best = Checkpoint.load(out / "best.pt")
@@ -164,7 +165,7 @@ def test_same_seed_gives_the_same_weights_and_metrics(reference, loop_params, tm
 
 
 def test_resume_after_one_epoch_equals_an_uninterrupted_run(reference, loop_params, tmp_path, monkeypatch):
-    from catsdogs import train
+    from catsdogs.training import train
 
     full, full_dir = reference
     params = _with(loop_params, tmp_path)
@@ -244,7 +245,7 @@ def _probe_settings() -> tuple[dict, dict]:
     """(model, train) settings of a linear probe: ``linear_probe``, or ``cached_features`` with no tuned block."""
     from typing import get_args
 
-    from catsdogs.config import ModelParams, TrainParams
+    from catsdogs.core.config import ModelParams, TrainParams
 
     if "linear_probe" in get_args(TrainParams.model_fields["recipe"].annotation):
         return {}, {"recipe": "linear_probe"}
@@ -253,7 +254,7 @@ def _probe_settings() -> tuple[dict, dict]:
 
 
 def test_linear_probe_trains_only_the_head(kaggle_train_dir, tmp_path):
-    from catsdogs.model import create_model
+    from catsdogs.models.architectures import create_model
 
     model_extra, train_extra = _probe_settings()
     params = load_params(

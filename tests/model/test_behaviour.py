@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageEnhance
 
-from catsdogs.config import load_params
-from catsdogs.data import assign_split
-from catsdogs.paths import MODELS_DIR
-from catsdogs.predictor import PET_OUTPUT, Prediction, Predictor
+from catsdogs.core.config import load_params
+from catsdogs.core.paths import MODELS_DIR
+from catsdogs.data.prepare import assign_split
+from catsdogs.inference.predictor import PET_OUTPUT, Prediction, Predictor
 
 SAMPLE = 300  # images, fixed by file name order
 
@@ -105,7 +105,7 @@ def test_quality_gate_passes_on_the_shipped_bundle():
     The latency check is reported, not asserted: a timing on a shared 2-core machine says more about the
     neighbours than about the model (its failure path is tested in tests/integration/test_gate.py).
     """
-    from catsdogs.validate import run_gate
+    from catsdogs.release.validate import run_gate
 
     params = load_params()
     result = run_gate(params, promote=False)

@@ -13,10 +13,10 @@ import re
 import pytest
 from PIL import Image
 
-from catsdogs.nonpet import foolbox_samples, generated
-from catsdogs.paths import MODELS_DIR, SHARED_DATA_DIR
+from catsdogs.core.paths import MODELS_DIR, SHARED_DATA_DIR
+from catsdogs.core.transforms import IMAGE_SUFFIXES
 from catsdogs.predictor import Prediction, Predictor
-from catsdogs.transforms import IMAGE_SUFFIXES
+from catsdogs.release.nonpet import foolbox_samples, generated
 
 MAX_FALSE_REJECTION = 0.01
 MIN_DETECTION = 0.95

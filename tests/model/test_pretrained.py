@@ -9,9 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from catsdogs import pretrained
-from catsdogs.model import IMAGENET_CAT_CLASSES, IMAGENET_DOG_CLASSES, PRETRAINED_NORMALIZATION, create_model
-from catsdogs.transforms import PreprocessConfig, create_transform, load_image
+from catsdogs.core.transforms import PreprocessConfig, create_transform, load_image
+from catsdogs.models import pretrained
+from catsdogs.models.architectures import (
+    IMAGENET_CAT_CLASSES,
+    IMAGENET_DOG_CLASSES,
+    PRETRAINED_NORMALIZATION,
+    create_model,
+)
 
 
 def test_the_released_state_dict_loads_with_no_missing_or_unexpected_key() -> None:

@@ -22,7 +22,7 @@ import promql_parser
 import pytest
 import yaml
 
-from catsdogs.paths import PROJECT_ROOT
+from catsdogs.core.paths import PROJECT_ROOT
 from support import free_port, wait_http
 from support import require_binary as _require_binary
 

@@ -31,7 +31,7 @@ from opshelpers import (
     load_docs,
 )
 
-from catsdogs.paths import PROJECT_ROOT, REPORTS_DIR
+from catsdogs.core.paths import PROJECT_ROOT, REPORTS_DIR
 from support import IN_CI
 
 CHECKOV = PROJECT_ROOT / ".cache" / "checkov-venv" / "bin" / "checkov"

@@ -27,7 +27,7 @@ from opshelpers import (
     run,
 )
 
-from catsdogs.paths import PROJECT_ROOT
+from catsdogs.core.paths import PROJECT_ROOT
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 VENV_BIN = PROJECT_ROOT / ".venv" / "bin"

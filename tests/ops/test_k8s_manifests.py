@@ -26,7 +26,7 @@ from opshelpers import (
     run,
 )
 
-from catsdogs.paths import PROJECT_ROOT
+from catsdogs.core.paths import PROJECT_ROOT
 from catsdogs.serve.settings import Settings
 
 VALIDATE = PROJECT_ROOT / ".venv" / "bin" / "kubernetes-validate"

@@ -47,7 +47,7 @@ from opshelpers import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from catsdogs.paths import MODELS_DIR, PROJECT_ROOT
+from catsdogs.core.paths import MODELS_DIR, PROJECT_ROOT
 from support import wait_until
 
 pytestmark = pytest.mark.slow

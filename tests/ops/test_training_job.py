@@ -14,7 +14,7 @@ import pytest
 import yaml
 from opshelpers import KUBERNETES_VERSION, run
 
-from catsdogs.paths import PROJECT_ROOT
+from catsdogs.core.paths import PROJECT_ROOT
 
 JOB = PROJECT_ROOT / "deploy" / "k8s" / "training" / "pytorchjob.yaml"
 VENV_BIN = PROJECT_ROOT / ".venv" / "bin"

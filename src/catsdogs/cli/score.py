@@ -1,4 +1,4 @@
-"""``catsdogs score``: the thin command over ``catsdogs.score`` (Ray Data batch scoring, the ``ray`` extra)."""
+"""``catsdogs score``: the thin command over ``catsdogs.inference.score`` (Ray Data batch scoring)."""
 
 from __future__ import annotations
 
@@ -41,8 +41,8 @@ def score(
 
     A re-run skips the files already scored by the same model version (same path and sha256).
     """
-    from catsdogs.paths import MODELS_DIR
-    from catsdogs.predictor import BACKENDS, ModelLoadError
+    from catsdogs.core.paths import MODELS_DIR
+    from catsdogs.inference.predictor import BACKENDS, ModelLoadError
 
     if backend not in BACKENDS:
         _fail(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -50,7 +50,7 @@ def score(
         import ray.data  # noqa: F401  # the optional extra: say so before any work
     except ImportError:
         _fail("batch scoring needs Ray: pip install 'catsdogs[ray]' (make init installs it)")
-    from catsdogs.score import ScoreError, run_score
+    from catsdogs.inference.score import ScoreError, run_score
 
     chosen = model if model and model.startswith("models:/") else str(Path(model or MODELS_DIR).expanduser().resolve())
     # ray.data configures its loggers when imported (above): adjust them after

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # src/catsdogs (this file is core/paths.py)
 PROJECT_ROOT = Path(os.environ.get("CATSDOGS_HOME", PACKAGE_DIR.parents[1])).resolve()
 
 PARAMS_FILE = PROJECT_ROOT / "params.yaml"
@@ -27,3 +27,8 @@ def resolve(path: str | os.PathLike[str], base: Path = PROJECT_ROOT) -> Path:
     """Relative paths in config files are relative to the project root."""
     p = Path(path).expanduser()
     return p if p.is_absolute() else (base / p).resolve()
+
+
+def tracking_uri() -> str:
+    """Where MLflow keeps runs and registered models: ``MLFLOW_TRACKING_URI``, else the project's SQLite store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{MLFLOW_DB}"

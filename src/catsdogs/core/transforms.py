@@ -6,11 +6,13 @@ The pipeline is ``decode -> resize -> [augment] -> normalize``:
   any mode to RGB) and is used by data preparation, the API and the CLI.
 * ``resize`` is the deterministic geometric step; its uint8 output is what the
   training cache stores, so training, evaluation and serving see identical pixels.
-* ``BatchAugment`` applies the training-only augmentation to a uint8 batch in torch
-  (cheap on two cores, where per-image Pillow augmentation would starve the model).
+* ``augment`` is training-only: ``catsdogs.training.augment.BatchAugment``, handed to
+  ``create_transform`` by the training loop, works on whole torch batches (cheap on two cores,
+  where per-image Pillow augmentation would starve the model).
 * ``normalize`` maps uint8 pixels to the model's input with the fitted mean/std.
 
-Nothing here imports torch at module level: the serving image has no torch.
+Nothing here imports torch: the serving image has none. The same ``Transform`` takes the NumPy
+arrays of serving and the torch tensors of training and evaluation, with one set of constants.
 """
 
 from __future__ import annotations
@@ -18,16 +20,13 @@ from __future__ import annotations
 import io
 import json
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
-from pydantic import ConfigDict, Field
-
-if TYPE_CHECKING:
-    import torch
 
 # ImageNet statistics: only a starting point, training replaces them with the
 # statistics of its own train split.
@@ -165,37 +164,25 @@ def normalize(pixels: Any, cfg: PreprocessConfig) -> Any:
     scale, bias = _norm_constants(cfg)
     if isinstance(pixels, np.ndarray):
         return pixels.astype(np.float32) * scale + bias
-    import torch
+    x = pixels.float()  # a torch tensor: the constants go to its device and dtype (float32)
+    return x * x.new_tensor(scale) + x.new_tensor(bias)
 
-    return pixels.float() * torch.from_numpy(scale).to(pixels.device) + torch.from_numpy(bias).to(pixels.device)
 
-
-@dataclass
-class AugmentConfig:
-    """Training-only augmentation (``train.augment`` in params.yaml, validated there by pydantic)."""
-
-    __pydantic_config__ = ConfigDict(extra="forbid")
-
-    scale: tuple[float, float] = (0.35, 1.0)
-    ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    hflip: Annotated[float, Field(ge=0, le=1)] = 0.5
-    brightness: Annotated[float, Field(ge=0, lt=1)] = 0.3
-    contrast: Annotated[float, Field(ge=0, lt=1)] = 0.3
-    saturation: Annotated[float, Field(ge=0, lt=1)] = 0.3
+# A training augmentation: float NCHW batch in [0, 255] -> the same, randomly changed (BatchAugment).
+Augment = Callable[[Any], Any]
 
 
 class Transform:
     """Image -> model input. Built only by ``create_transform``.
 
-    ``__call__`` takes a PIL image and returns a float32 CHW array (evaluation and
-    serving). ``batch(uint8 NHWC tensor)`` is the torch path used by the training
-    loop on the decoded cache; it applies ``augment`` only when training.
+    ``__call__`` takes a PIL image and returns a float32 CHW array (evaluation and serving).
+    ``batch`` takes the uint8 NHWC torch batch that training and evaluation read from the decoded
+    cache, and applies ``augment`` only when training.
     """
 
-    def __init__(self, cfg: PreprocessConfig, augment: AugmentConfig | None):
+    def __init__(self, cfg: PreprocessConfig, augment: Augment | None):
         self.cfg = cfg
         self.augment = augment
-        self._batch_augment: Any = None
 
     @property
     def is_training(self) -> bool:
@@ -207,74 +194,21 @@ class Transform:
 
     def __call__(self, img: Image.Image) -> np.ndarray:
         if self.is_training:
-            import torch
-
-            out = self.batch(torch.from_numpy(self.pixels(img)).unsqueeze(0))
-            return out[0].numpy()
+            raise TypeError("a training transform augments whole batches: call .batch() on a uint8 NHWC tensor")
         return normalize(self.pixels(img).transpose(2, 0, 1), self.cfg)
 
-    def batch(self, pixels: torch.Tensor) -> torch.Tensor:
-        """uint8 NHWC batch -> float32 NCHW model input (augmented when training)."""
+    def batch(self, pixels: Any) -> Any:
+        """uint8 NHWC torch batch -> float32 NCHW model input (augmented when training)."""
         x = pixels.permute(0, 3, 1, 2).float()
         if self.augment is not None:
-            if self._batch_augment is None:
-                self._batch_augment = BatchAugment(self.augment)
-            x = self._batch_augment(x)
+            x = self.augment(x)
         return normalize(x, self.cfg)
 
 
-def create_transform(
-    cfg: PreprocessConfig, *, is_training: bool = False, augment: AugmentConfig | None = None
-) -> Transform:
-    """The single factory every stage calls (timm's ``create_transform`` pattern)."""
-    return Transform(cfg, (augment or AugmentConfig()) if is_training else None)
-
-
-class BatchAugment:
-    """Random resized crop + horizontal flip + colour jitter on a float NCHW batch in [0, 255].
-
-    One ``affine_grid``/``grid_sample`` call crops, rescales and flips the whole batch.
-    """
-
-    def __init__(self, cfg: AugmentConfig):
-        self.cfg = cfg
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        import torch
-        import torch.nn.functional as F
-
-        n = x.shape[0]
-        dev = x.device
-        c = self.cfg
-        area = torch.empty(n, device=dev).uniform_(*c.scale)
-        log_r = torch.empty(n, device=dev).uniform_(float(np.log(c.ratio[0])), float(np.log(c.ratio[1])))
-        ratio = torch.exp(log_r)
-        # crop width/height as a fraction of the image side, clamped to fit
-        w = torch.sqrt(area * ratio).clamp(max=1.0)
-        h = torch.sqrt(area / ratio).clamp(max=1.0)
-        cx = (torch.rand(n, device=dev) * 2 - 1) * (1 - w)
-        cy = (torch.rand(n, device=dev) * 2 - 1) * (1 - h)
-        flip = torch.where(torch.rand(n, device=dev) < c.hflip, -1.0, 1.0)
-        theta = torch.zeros(n, 2, 3, device=dev)
-        theta[:, 0, 0] = w * flip
-        theta[:, 0, 2] = cx
-        theta[:, 1, 1] = h
-        theta[:, 1, 2] = cy
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-
-        def factor(strength: float) -> torch.Tensor:
-            return torch.empty(n, 1, 1, 1, device=dev).uniform_(1 - strength, 1 + strength)
-
-        if c.brightness:
-            x = x * factor(c.brightness)
-        if c.contrast:
-            mean = x.mean(dim=(1, 2, 3), keepdim=True)
-            x = (x - mean) * factor(c.contrast) + mean
-        if c.saturation:
-            grey = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
-            x = (x - grey) * factor(c.saturation) + grey
-        return x.clamp_(0, 255)
+def create_transform(cfg: PreprocessConfig, *, augment: Augment | None = None) -> Transform:
+    """The single factory every stage calls (timm's ``create_transform`` pattern); training passes
+    ``augment`` (``catsdogs.training.augment.train_transform``), everything else leaves it out."""
+    return Transform(cfg, augment)
 
 
 def image_stats(pixels: np.ndarray, max_images: int = 4000) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -288,7 +222,7 @@ def image_stats(pixels: np.ndarray, max_images: int = 4000) -> tuple[tuple[float
 
 
 __all__ = [
-    "AugmentConfig",
+    "Augment",
     "InvalidImageError",
     "PreprocessConfig",
     "Transform",

@@ -1,4 +1,4 @@
-"""Data preparation: raw images -> validated, de-duplicated, split manifest -> decoded cache.
+"""Data preparation: raw images -> validated, de-duplicated, split manifest (then ``cache``, ``loaders``).
 
 Raw data is never modified. The split of an image depends only on its content
 hash, so it is deterministic, leaks no duplicate across splits, and does not move
@@ -11,7 +11,6 @@ import csv
 import hashlib
 import json
 import logging
-import math
 import os
 import re
 from collections import Counter
@@ -19,16 +18,10 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import numpy as np
-
-from catsdogs.config import Params
-from catsdogs.paths import PROJECT_ROOT
-from catsdogs.transforms import IMAGE_SUFFIXES, InvalidImageError, PreprocessConfig, load_image, resize
-
-if TYPE_CHECKING:
-    import torch
+from catsdogs.core.config import Params
+from catsdogs.core.paths import PROJECT_ROOT
+from catsdogs.core.transforms import IMAGE_SUFFIXES, InvalidImageError, load_image
 
 log = logging.getLogger(__name__)
 
@@ -131,35 +124,8 @@ def prepare(
     if not found:
         raise ValueError(f"no labelled images under {source} (expected cat.N.jpg/dog.N.jpg or Cat/ and Dog/ folders)")
 
-    skipped: Counter[str] = Counter()
-    by_hash: dict[str, list[tuple[str, str, int, int]]] = {}
-    paths = [source / rel for rel, _ in found]
-    with ProcessPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool:
-        results: Iterable = pool.map(_inspect, paths, chunksize=64)
-        if progress:
-            from tqdm import tqdm
-
-            results = tqdm(results, total=len(paths), desc="inspect", unit="img")
-        for (rel, label), res in zip(found, results, strict=True):
-            if res[0] is None:
-                skipped[res[1]] += 1
-                log.warning("skip %s: %s (%s)", rel, res[2], res[1])
-                continue
-            sha, w, h = res
-            by_hash.setdefault(sha, []).append((rel.as_posix(), label, w, h))
-
-    records: list[Record] = []
-    duplicates = conflicts = 0
-    for sha, entries in by_hash.items():
-        labels = {e[1] for e in entries}
-        if len(labels) > 1:
-            conflicts += len(entries)
-            log.warning("skip %d identical files with conflicting labels: %s", len(entries), [e[0] for e in entries])
-            continue
-        duplicates += len(entries) - 1
-        rel, label, w, h = min(entries)
-        records.append(Record(rel, label, assign_split(sha, val_fraction, test_fraction, seed), sha, w, h))
-    records.sort(key=lambda r: r.path)
+    by_hash, skipped = _inspect_all(source, found, workers, progress)
+    records, duplicates, conflicts = _deduplicate(by_hash, val_fraction, test_fraction, seed)
     if conflicts:
         skipped["conflicting_labels"] += conflicts
 
@@ -181,6 +147,51 @@ def prepare(
     (out_dir / "stats.json").write_text(json.dumps(asdict(stats), indent=2) + "\n")
     log.info("prepared %d images (%d duplicates removed, skipped %s)", len(records), duplicates, dict(skipped))
     return stats
+
+
+def _inspect_all(
+    source: Path, found: list[tuple[Path, str]], workers: int | None, progress: bool
+) -> tuple[dict[str, list[tuple[str, str, int, int]]], Counter[str]]:
+    """Decode every file once (in worker processes): the usable ones by content hash, the others counted by reason."""
+    skipped: Counter[str] = Counter()
+    by_hash: dict[str, list[tuple[str, str, int, int]]] = {}
+    paths = [source / rel for rel, _ in found]
+    with ProcessPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool:
+        results: Iterable = pool.map(_inspect, paths, chunksize=64)
+        if progress:
+            from tqdm import tqdm
+
+            results = tqdm(results, total=len(paths), desc="inspect", unit="img")
+        for (rel, label), res in zip(found, results, strict=True):
+            if res[0] is None:
+                skipped[res[1]] += 1
+                log.warning("skip %s: %s (%s)", rel, res[2], res[1])
+                continue
+            sha, w, h = res
+            by_hash.setdefault(sha, []).append((rel.as_posix(), label, w, h))
+    return by_hash, skipped
+
+
+def _deduplicate(
+    by_hash: dict[str, list[tuple[str, str, int, int]]], val_fraction: float, test_fraction: float, seed: int
+) -> tuple[list[Record], int, int]:
+    """One record per content hash, split by that hash; identical files with different labels are dropped.
+
+    Returns the records sorted by path, the duplicates removed and the files dropped for conflicting labels.
+    """
+    records: list[Record] = []
+    duplicates = conflicts = 0
+    for sha, entries in by_hash.items():
+        labels = {e[1] for e in entries}
+        if len(labels) > 1:
+            conflicts += len(entries)
+            log.warning("skip %d identical files with conflicting labels: %s", len(entries), [e[0] for e in entries])
+            continue
+        duplicates += len(entries) - 1
+        rel, label, w, h = min(entries)
+        records.append(Record(rel, label, assign_split(sha, val_fraction, test_fraction, seed), sha, w, h))
+    records.sort(key=lambda r: r.path)
+    return records, duplicates, conflicts
 
 
 def ensure_prepared(params: Params, fallback_dir: Path) -> Path:
@@ -239,124 +250,3 @@ def read_manifest(path: Path) -> list[Record]:
 
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-# --- decoded cache -------------------------------------------------------------------
-
-
-def _decode_resized(args: tuple[str, int, str]) -> np.ndarray:
-    path, size, interpolation = args
-    cfg = PreprocessConfig(image_size=size, interpolation=interpolation)
-    return resize(load_image(path, target_size=size), cfg)
-
-
-def build_cache(
-    records: list[Record], source: Path, cfg: PreprocessConfig, cache_dir: Path, *, progress: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
-    """Decode every image once into a uint8 (N, S, S, 3) array + int64 labels, cached on disk.
-
-    The cache key covers the manifest content and the resize parameters, so a changed
-    split or input size never reads stale pixels.
-    """
-    key_src = json.dumps([[r.sha256 for r in records], cfg.image_size, cfg.interpolation])
-    key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    x_path = cache_dir / f"pixels-{cfg.image_size}-{key}.npy"
-    labels = np.asarray([CLASSES.index(r.label) for r in records], dtype=np.int64)
-    if x_path.exists():
-        return np.load(x_path, mmap_mode="r"), labels
-    size = cfg.image_size
-    # A temp name per process: two processes (e.g. torchrun ranks) may build the same cache at once.
-    tmp = x_path.with_name(f"{x_path.stem}.{os.getpid()}.tmp.npy")
-    pixels = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(records), size, size, 3))
-    jobs = [(str(source / r.path), size, cfg.interpolation) for r in records]
-    with ProcessPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        it: Iterable = pool.map(_decode_resized, jobs, chunksize=64)
-        if progress:
-            from tqdm import tqdm
-
-            it = tqdm(it, total=len(jobs), desc=f"decode {size}px", unit="img")
-        for i, arr in enumerate(it):
-            pixels[i] = arr
-    pixels.flush()
-    del pixels
-    os.replace(tmp, x_path)  # atomic; identical content, so the last writer winning is harmless
-    return np.load(x_path, mmap_mode="r"), labels
-
-
-# --- loaders -------------------------------------------------------------------------
-
-
-@dataclass
-class SplitData:
-    pixels: np.ndarray  # uint8 (N, S, S, 3)
-    labels: np.ndarray  # int64 (N,)
-
-
-def load_splits(
-    params: Params, prepared_dir: Path, cfg: PreprocessConfig, *, progress: bool = True
-) -> dict[str, SplitData]:
-    """Decoded uint8 arrays per split, through the shared ``resize`` step."""
-    records = read_manifest(prepared_dir / "manifest.csv")
-    source = raw_source(prepared_dir, params.base_dir)
-    pixels, labels = build_cache(records, source, cfg, params.path(params.data.cache_dir), progress=progress)
-    split_of = np.asarray([r.split for r in records])
-    return {s: SplitData(np.ascontiguousarray(pixels[split_of == s]), labels[split_of == s]) for s in SPLITS}
-
-
-def load_split(params: Params, prepared_dir: Path, cfg: PreprocessConfig, split: str) -> SplitData:
-    """One split only (decodes and caches just its images: cheap for evaluation at a new size)."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    records = [r for r in read_manifest(prepared_dir / "manifest.csv") if r.split == split]
-    source = raw_source(prepared_dir, params.base_dir)
-    pixels, labels = build_cache(records, source, cfg, params.path(params.data.cache_dir))
-    return SplitData(pixels, labels)
-
-
-class ArrayLoader:
-    """Batches from an in-memory uint8 (N, H, W, 3) array: no decoding in the loop.
-
-    Under torch.distributed each rank reads its own shard (``rank``/``world_size``). Training
-    shards are re-shuffled every epoch from ``seed + epoch`` and cut to equal length, so every
-    rank runs the same number of steps; evaluation shards (no shuffle) cover each image once.
-    """
-
-    def __init__(
-        self,
-        data: SplitData,
-        batch_size: int,
-        *,
-        shuffle: bool,
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-    ):
-        self.data = data
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.seed = seed
-        self.rank, self.world_size = rank, world_size
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def indices(self) -> np.ndarray:
-        n = len(self.data.labels)
-        if not self.shuffle:
-            return np.arange(self.rank, n, self.world_size)
-        order = np.random.default_rng(self.seed + self.epoch).permutation(n)
-        usable = n - n % self.world_size
-        return order[self.rank : usable : self.world_size]
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.indices()) / self.batch_size)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        import torch
-
-        order = self.indices()
-        for start in range(0, len(order), self.batch_size):
-            idx = np.sort(order[start : start + self.batch_size])
-            yield torch.from_numpy(self.data.pixels[idx]), torch.from_numpy(self.data.labels[idx])

@@ -23,7 +23,7 @@ class ImageNetClass(NamedTuple):
 
 @cache
 def imagenet_classes() -> tuple[ImageNetClass, ...]:
-    text = files("catsdogs").joinpath("imagenet_words.tsv").read_text(encoding="utf-8")
+    text = files("catsdogs.inference").joinpath("imagenet_words.tsv").read_text(encoding="utf-8")
     rows = [line.split("\t") for line in text.splitlines() if line and not line.startswith("#")]
     classes = tuple(ImageNetClass(name, word, kind) for _, name, word, kind in rows)
     if len(classes) != 1000 or any(c.kind not in KINDS for c in classes):

@@ -27,10 +27,11 @@ import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
-from catsdogs.predictor import Prediction, Predictor, read_bundle_meta, serving_files
+from catsdogs.inference.bundle import PYFUNC_BUNDLE_KEY, serving_files
+from catsdogs.inference.predictor import Prediction, Predictor
 
 INPUT_COLUMN = "image"
-BUNDLE_KEY = "bundle"  # the name of the bundle among the model's artifacts
+BUNDLE_KEY = PYFUNC_BUNDLE_KEY  # the name of the bundle among the model's artifacts
 # (column, MLflow type, always set for a classified photo)
 OUTPUTS: tuple[tuple[str, str, bool], ...] = (
     ("prediction", "string", True),
@@ -46,10 +47,10 @@ OUTPUTS: tuple[tuple[str, str, bool], ...] = (
 # What Predictor imports, pinned to the versions that ran the quality gate (mlflow adds its own pin).
 SERVING_DISTRIBUTIONS = ("numpy", "pillow", "pydantic", "onnxruntime", "openvino")
 
-MODEL_CODE = """# The catsdogs pyfunc model: catsdogs.pyfunc.ImageClassifier (the package is in this model's code/).
+MODEL_CODE = """# The catsdogs pyfunc model: catsdogs.inference.pyfunc.ImageClassifier (package in code/).
 import mlflow
 
-from catsdogs.pyfunc import ImageClassifier
+from catsdogs.inference.pyfunc import ImageClassifier
 
 mlflow.models.set_model(ImageClassifier())
 """
@@ -158,16 +159,3 @@ def log_pyfunc(bundle: Path, meta: dict[str, Any], name: str = "model") -> Any:
             pip_requirements=serving_requirements(),
             metadata={"bundle_version": str(meta.get("version")), "input": "encoded image bytes"},
         )
-
-
-def bundle_in_model(model_dir: Path) -> Path | None:
-    """The bundle directory inside a downloaded pyfunc model of this module, or None for any other model."""
-    if not (model_dir / "MLmodel").is_file():
-        return None
-    flavor = mlflow.models.Model.load(str(model_dir)).flavors.get("python_function", {})
-    artifact = (flavor.get("artifacts") or {}).get(BUNDLE_KEY)
-    if not artifact:
-        return None
-    path = model_dir / artifact["path"]
-    read_bundle_meta(path)  # raises ModelLoadError naming what is wrong
-    return path

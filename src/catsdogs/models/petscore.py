@@ -12,7 +12,7 @@ photos, which measured "looks like a Kaggle photo" and turned away one dog photo
 sources (model card, "Not a cat or a dog").
 
 The second output, ``looks_like``, is the index of the head's best class that is *not* a cat or a dog:
-what the photo looks like instead (``catsdogs.looks_like`` maps it to a plain word).
+what the photo looks like instead (``catsdogs.inference.looks_like`` maps it to a plain word).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from catsdogs.model import IMAGENET_CAT_CLASSES, IMAGENET_DOG_CLASSES
+from catsdogs.models.architectures import IMAGENET_CAT_CLASSES, IMAGENET_DOG_CLASSES
 
 EVIDENCE = ("pet_log_odds", "best_pet_logit")  # the regression's inputs, in order
 PET_CLASSES = IMAGENET_DOG_CLASSES + IMAGENET_CAT_CLASSES

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from catsdogs.petscore import PetScore
+from catsdogs.models.petscore import PetScore
 
 TTA_CHOICES = ("none", "flip")
 

@@ -1,8 +1,8 @@
 """Fit what turns scores into honest answers, on the validation split only.
 
 * a temperature for the logits (temperature scaling: the probabilities mean what they say);
-* the pet score's regression (``catsdogs.petscore``): val cats and dogs and the fitted development sets
-  (``catsdogs.nonpet``) against non-pet photos, on one seeded half of val;
+* the pet score's regression (``catsdogs.models.petscore``): val cats and dogs and the fitted development sets
+  (``catsdogs.release.nonpet``) against non-pet photos, on one seeded half of val;
 * its threshold, at most ``max_false_rejection`` of the *other* half of val turned away;
 * the confidence below which the answer is "not sure".
 
@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from catsdogs.config import Params
-from catsdogs.metrics import expected_calibration_error, log_loss, softmax
+from catsdogs.core.config import Params
+from catsdogs.training.metrics import expected_calibration_error, log_loss, softmax
 
 if TYPE_CHECKING:
-    from catsdogs.evaluate import SplitScores
-    from catsdogs.petscore import PetScore
+    from catsdogs.models.petscore import PetScore
+    from catsdogs.release.scoring import SplitScores
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class Calibration:
 
     def pet_score(self) -> PetScore | None:
         """The fitted pet score for the serving graph, or None for models without one."""
-        from catsdogs.petscore import PetScore
+        from catsdogs.models.petscore import PetScore
 
         return PetScore(self.pet_weights, self.pet_bias or 0.0) if self.pet_weights is not None else None
 
@@ -126,7 +126,7 @@ def fit_pet_score(
     """
     import torch
 
-    from catsdogs.petscore import PetScore
+    from catsdogs.models.petscore import PetScore
 
     fit_idx, hold_idx = val_halves(len(val.logits), params.data.seed)
     pets = [val.evidence[fit_idx]] + [e for pet, e in fitted.values() if pet]
@@ -140,9 +140,9 @@ def fit_pet_score(
 
 
 def run_calibration(params: Params, *, checkpoint: Path | None = None, output: Path | None = None) -> Calibration:
-    from catsdogs.data import load_split
-    from catsdogs.evaluate import load_for_inference, predict_images, predict_split
-    from catsdogs.nonpet import dev_sets
+    from catsdogs.data.loaders import load_split
+    from catsdogs.release.nonpet import dev_sets
+    from catsdogs.release.scoring import load_for_inference, predict_images, predict_split
 
     model, cfg, _, prepared_dir = load_for_inference(params, checkpoint)
     out = output or params.path(params.train.output_dir) / "calibration.json"

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from catsdogs.config import Params
+from catsdogs.core.config import Params
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -25,14 +25,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from catsdogs.checkpoint import Checkpoint, TrainState
-from catsdogs.config import Params
-from catsdogs.data import CLASSES, SplitData, ensure_prepared, file_sha256, load_split
-from catsdogs.evaluate import load_for_inference, predict_split
-from catsdogs.metrics import log_loss, softmax
-from catsdogs.model import create_model
-from catsdogs.runtime import Dist
-from catsdogs.train import frozen_outputs, preprocess_config
+from catsdogs.core.config import Params
+from catsdogs.data.loaders import SplitData, load_split
+from catsdogs.data.prepare import CLASSES, ensure_prepared, file_sha256
+from catsdogs.models.architectures import create_model
+from catsdogs.release.scoring import load_for_inference, predict_split
+from catsdogs.training.checkpoint import Checkpoint, TrainState
+from catsdogs.training.metrics import log_loss, softmax
+from catsdogs.training.recipes import frozen_outputs, preprocess_config
+from catsdogs.training.runtime import Dist
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def student_params(params: Params) -> Params:
 
 def teacher_probs(params: Params, split: str, tau: float) -> tuple[np.ndarray, np.ndarray]:
     """The teacher's calibrated probabilities softened by ``tau`` (N, C), and the labels, on ``split``."""
-    from catsdogs.calibrate import Calibration
+    from catsdogs.release.calibrate import Calibration
 
     ckpt = params.path(params.train.output_dir) / "best.pt"
     cal = Calibration.load(ckpt.parent / "calibration.json")
@@ -149,7 +150,7 @@ def train_student(params: Params, sp: Params) -> dict[str, Any]:
 
 
 def save_student(model: torch.nn.Module, cfg: Any, sp: Params, prepared: Path, best: dict[str, Any]) -> Path:
-    from catsdogs import tracking
+    from catsdogs.training import tracking
 
     out = sp.path(sp.train.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -170,10 +171,10 @@ def save_student(model: torch.nn.Module, cfg: Any, sp: Params, prepared: Path, b
 
 def run_distill(params: Params) -> dict[str, Any]:
     """Train the student, then calibrate, evaluate, export and stress it like the teacher; compare the two."""
-    from catsdogs.calibrate import run_calibration
-    from catsdogs.evaluate import run_evaluation
-    from catsdogs.export import run_export
-    from catsdogs.robustness import run_robustness
+    from catsdogs.release.calibrate import run_calibration
+    from catsdogs.release.evaluate import run_evaluation
+    from catsdogs.release.export import run_export
+    from catsdogs.release.robustness import run_robustness
 
     sp = student_params(params)
     out, bundle = sp.path(sp.train.output_dir), sp.path(sp.export.output_dir)

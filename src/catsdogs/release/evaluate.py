@@ -1,7 +1,4 @@
-"""Test-split evaluation of a checkpoint through the serving graph: metrics JSON (DVC metrics), plots, MLflow.
-
-Also home of the inference helpers the other stages share (``predict_proba``, ``predict_split``).
-"""
+"""Test-split evaluation of a checkpoint through the serving graph: metrics JSON (DVC metrics), plots, MLflow."""
 
 from __future__ import annotations
 
@@ -10,90 +7,21 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
-from catsdogs.checkpoint import Checkpoint, load_model
-from catsdogs.config import Params
-from catsdogs.data import CLASSES, ArrayLoader, SplitData, ensure_prepared, load_split
-from catsdogs.inference import serving_model
-from catsdogs.metrics import classification_metrics, expected_calibration_error, log_loss, softmax
-from catsdogs.petscore import PetScore
-from catsdogs.plots import classification_report_text, confusion, confusion_matrix, roc_curve
-from catsdogs.runtime import autocast, memory_format
-from catsdogs.transforms import PreprocessConfig, Transform, create_transform
+from catsdogs.core.config import Params
+from catsdogs.core.transforms import PreprocessConfig
+from catsdogs.data.loaders import load_split
+from catsdogs.data.prepare import CLASSES
+from catsdogs.release.calibrate import Calibration
+from catsdogs.release.scoring import load_for_inference, predict_images, predict_split
+from catsdogs.training.metrics import classification_metrics, expected_calibration_error, log_loss, softmax
+from catsdogs.training.plots import classification_report_text, confusion, confusion_matrix, roc_curve
 
 log = logging.getLogger(__name__)
-
-
-@torch.no_grad()
-def predict_proba(
-    model: nn.Module, loader: ArrayLoader, transform: Transform, device: torch.device, *, bf16: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities (N, C) and labels (N,) over a loader, in order."""
-    model.eval()
-    fmt = memory_format(device, bf16)
-    probs, targets = [], []
-    for pixels, labels in loader:
-        x = transform.batch(pixels.to(device)).contiguous(memory_format=fmt)
-        with autocast(device, bf16):
-            logits = model(x)
-        probs.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
-        targets.append(labels.numpy())
-    return np.concatenate(probs), np.concatenate(targets)
-
-
-def load_for_inference(
-    params: Params, checkpoint: Path | None = None, image_size: int | None = None
-) -> tuple[nn.Module, PreprocessConfig, Checkpoint, Path]:
-    """Model, preprocessing at the inference size, checkpoint and the prepared data it was trained on."""
-    path = checkpoint or params.path(params.train.output_dir) / "best.pt"
-    model, cfg, ckpt = load_model(path, image_size=image_size or params.inference.image_size)
-    prepared_dir = ensure_prepared(params, fallback_dir=path.parent / "prepared")
-    return model, cfg, ckpt, prepared_dir
-
-
-class SplitScores(NamedTuple):
-    """The serving graph's outputs over a split: logits (N, C); for models with a pet score also the score
-    (N,), the looks_like ImageNet index (N,) and the evidence (N, 2) its regression reads."""
-
-    logits: np.ndarray
-    pet: np.ndarray | None = None
-    looks_like: np.ndarray | None = None
-    evidence: np.ndarray | None = None
-
-
-@torch.no_grad()
-def predict_split(
-    model: nn.Module,
-    cfg: PreprocessConfig,
-    data: SplitData,
-    tta: str,
-    temperature: float = 1.0,
-    pet: PetScore | None = None,
-) -> SplitScores:
-    """Every output of the fp32 serving graph (what the bundle runs), in order."""
-    graph = serving_model(model, temperature=temperature, tta=tta, pet=pet)
-    transform = create_transform(cfg)
-    parts: dict[str, list[np.ndarray]] = {}
-    for pixels, _ in ArrayLoader(data, 128, shuffle=False):
-        for name, value in graph.scores(transform.batch(pixels)).items():
-            parts.setdefault(name, []).append(value.numpy())
-    out = {name: np.concatenate(v) for name, v in parts.items()}
-    return SplitScores(out["logits"], out.get("pet_score"), out.get("looks_like"), out.get("evidence"))
-
-
-def predict_images(
-    model: nn.Module, cfg: PreprocessConfig, images: list[Any], tta: str, pet: PetScore | None = None
-) -> SplitScores:
-    """``predict_split`` over PIL images, resized exactly as training and serving resize them."""
-    from catsdogs.nonpet import to_pixels
-
-    data = SplitData(to_pixels(images, cfg.image_size), np.zeros(len(images), dtype=np.int64))
-    return predict_split(model, cfg, data, tta, pet=pet)
 
 
 def test_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
@@ -115,8 +43,6 @@ def test_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
 
 
 def run_evaluation(params: Params, *, checkpoint: Path | None = None, output: Path | None = None) -> dict[str, Any]:
-    from catsdogs.calibrate import Calibration
-
     ckpt_path = checkpoint or params.path(params.train.output_dir) / "best.pt"
     cal = Calibration.load(ckpt_path.parent / "calibration.json")
     model, cfg, ckpt, prepared_dir = load_for_inference(params, ckpt_path)
@@ -144,7 +70,7 @@ def run_evaluation(params: Params, *, checkpoint: Path | None = None, output: Pa
     return metrics
 
 
-def calibration_report(logits: np.ndarray, labels: np.ndarray, cal: Any) -> dict[str, Any]:
+def calibration_report(logits: np.ndarray, labels: np.ndarray, cal: Calibration) -> dict[str, Any]:
     """NLL and 15-bin ECE on this split before and after the temperature fitted on val."""
     before, after = softmax(logits), softmax(logits, cal.temperature)
     sure = after.max(1) >= cal.unsure_below
@@ -163,14 +89,14 @@ def calibration_report(logits: np.ndarray, labels: np.ndarray, cal: Any) -> dict
 
 
 def not_pet_report(
-    model: nn.Module, cfg: PreprocessConfig, params: Params, pet: np.ndarray, cal: Any
+    model: nn.Module, cfg: PreprocessConfig, params: Params, pet: np.ndarray, cal: Calibration
 ) -> dict[str, Any]:
     """False rejection of this split's cats and dogs, and of every development set, in the fp32 graph.
 
     ``rate`` is the false rejection of a pet set and the detection of a non-pet set; the served
     backend's figures (what the model card reports) come from ``catsdogs robustness``.
     """
-    from catsdogs.nonpet import dev_sets
+    from catsdogs.release.nonpet import dev_sets
 
     ev = params.evaluation
     by_set = {}
@@ -201,7 +127,7 @@ def _write_reports(metrics: dict[str, Any], probs: np.ndarray, labels: np.ndarra
 
 
 def _log_to_mlflow(run_id: str | None, metrics: dict[str, Any], output: Path) -> None:
-    from catsdogs import tracking
+    from catsdogs.training import tracking
 
     if not tracking.known_run(run_id):
         return

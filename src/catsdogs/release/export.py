@@ -18,17 +18,19 @@ import numpy as np
 import torch
 
 from catsdogs import __version__
-from catsdogs.backends import available, latency_ms, native_bf16, open_session
-from catsdogs.calibrate import Calibration
-from catsdogs.checkpoint import load_model
-from catsdogs.config import Params
-from catsdogs.cpus import available_cpus
-from catsdogs.data import ensure_prepared, load_split
-from catsdogs.inference import serving_model
-from catsdogs.metrics import softmax
-from catsdogs.model import count_parameters
-from catsdogs.predictor import LOOKS_OUTPUT, PET_OUTPUT, Predictor, bundle_digest
-from catsdogs.transforms import PreprocessConfig, create_transform
+from catsdogs.core.config import Params
+from catsdogs.core.cpus import available_cpus
+from catsdogs.core.transforms import PreprocessConfig, create_transform
+from catsdogs.data.loaders import load_split
+from catsdogs.data.prepare import ensure_prepared
+from catsdogs.inference.backends import available, latency_ms, native_bf16, open_session
+from catsdogs.inference.bundle import bundle_digest
+from catsdogs.inference.predictor import LOOKS_OUTPUT, PET_OUTPUT, Predictor
+from catsdogs.models.architectures import count_parameters
+from catsdogs.models.serving import serving_model
+from catsdogs.release.calibrate import Calibration
+from catsdogs.training.checkpoint import load_model
+from catsdogs.training.metrics import softmax
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +263,7 @@ def try_int8(
 
 def pet_score_meta(cal: Calibration) -> dict[str, Any] | None:
     """How the bundle's pet score is made, for model.json and the card (None: the model has none)."""
-    from catsdogs.petscore import EVIDENCE
+    from catsdogs.models.petscore import EVIDENCE
 
     if cal.pet_weights is None:
         return None
@@ -270,7 +272,7 @@ def pet_score_meta(cal: Calibration) -> dict[str, Any] | None:
         "evidence": list(EVIDENCE),
         "weights": cal.pet_weights,
         "bias": cal.pet_bias,
-        "looks_like": "ImageNet index of the best class that is not a cat or a dog (catsdogs.looks_like)",
+        "looks_like": "ImageNet index of the best class that is not a cat or a dog (catsdogs.inference.looks_like)",
     }
 
 
@@ -332,7 +334,7 @@ def bundle_meta(
 
 def _log_bundle(meta: dict[str, Any], bundle: Path) -> None:
     """Attach the bundle to the training run as artifact path ``bundle`` (what ``models:/`` URIs serve)."""
-    from catsdogs import tracking
+    from catsdogs.training import tracking
 
     if not tracking.known_run(meta["mlflow_run_id"]):
         return

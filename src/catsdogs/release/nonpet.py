@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from catsdogs.transforms import IMAGE_SUFFIXES, PreprocessConfig, load_image, resize
+from catsdogs.core.transforms import IMAGE_SUFFIXES, PreprocessConfig, load_image, resize
 
 # scikit-image sample photos: people, vehicles, objects, landscapes, textures, microscopy.
 # ``chelsea`` is left out: it is a cat.

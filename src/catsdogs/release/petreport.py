@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from catsdogs.config import Params
-from catsdogs.predictor import Prediction, Predictor
+from catsdogs.core.config import Params
+from catsdogs.inference.predictor import Prediction, Predictor
 
 CURVE_THRESHOLDS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 
@@ -63,7 +63,7 @@ def curve(rows: dict[str, dict[str, Any]]) -> list[dict[str, float]]:
 
 def pet_report(predictor: Predictor, params: Params, test_images: list[Image.Image]) -> dict[str, Any] | None:
     """Per-set rates at the served threshold and the curve, or None for a bundle without a pet score."""
-    from catsdogs.nonpet import dev_sets
+    from catsdogs.release.nonpet import dev_sets
 
     if predictor.pet_threshold is None:
         return None

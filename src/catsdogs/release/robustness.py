@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-from catsdogs.config import Params
-from catsdogs.petreport import pet_report, plot_curve
-from catsdogs.predictor import Predictor
-from catsdogs.transforms import load_image
+from catsdogs.core.config import Params
+from catsdogs.core.transforms import load_image
+from catsdogs.inference.predictor import Predictor
+from catsdogs.release.petreport import pet_report, plot_curve
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def accuracy_under(predictor: Predictor, images: list[Image.Image], labels: np.n
 
 
 def run_robustness(params: Params, *, model_dir: Path | None = None, output: Path | None = None) -> dict[str, Any]:
-    from catsdogs.validate import test_images
+    from catsdogs.release.validate import test_images
 
     bundle = model_dir or params.path(params.export.output_dir)
     predictor = Predictor.load(bundle)

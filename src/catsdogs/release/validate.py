@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from catsdogs.config import Params
-from catsdogs.data import CLASSES, ensure_prepared, raw_source, read_manifest
-from catsdogs.predictor import ModelLoadError, Prediction, Predictor
+from catsdogs.core.config import Params
+from catsdogs.data.prepare import CLASSES, ensure_prepared, raw_source, read_manifest
+from catsdogs.inference.predictor import ModelLoadError, Prediction, Predictor
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +65,9 @@ def run_gate(params: Params, *, model_dir: Path | None = None, promote: bool = T
     result.checks += [parity_check(predictor, images[:256], params.gate.max_parity_diff)]
     result.checks += [latency_check(predictor, images[0], params.gate.max_latency_ms)]
     if result.passed and promote:
-        from catsdogs import tracking
+        from catsdogs.release.registry import promote_bundle
 
-        result.promoted = tracking.promote_bundle(bundle, predictor.meta, "champion")
+        result.promoted = promote_bundle(bundle, predictor.meta, "champion")
     return result
 
 
@@ -110,10 +110,10 @@ def parity_check(predictor: Predictor, images: list[bytes], max_diff: float) -> 
         return Check("onnx_parity", False, problem)
     import torch
 
-    from catsdogs.inference import serving_model
-    from catsdogs.metrics import softmax
-    from catsdogs.model import create_model
-    from catsdogs.petscore import PetScore
+    from catsdogs.models.architectures import create_model
+    from catsdogs.models.petscore import PetScore
+    from catsdogs.models.serving import serving_model
+    from catsdogs.training.metrics import softmax
 
     meta = predictor.meta
     tuned = int(meta.get("params", {}).get("model", {}).get("tuned_blocks", 0))

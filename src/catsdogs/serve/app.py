@@ -18,7 +18,7 @@ from starlette.routing import Route
 from starlette.staticfiles import StaticFiles
 
 from catsdogs import __version__
-from catsdogs.predictor import available_cpus
+from catsdogs.core.cpus import available_cpus
 from catsdogs.serve.batching import MicroBatcher
 from catsdogs.serve.errors import install_error_handlers
 from catsdogs.serve.logging import configure_logging

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from catsdogs.predictor import Prediction, Predictor
+from catsdogs.inference.predictor import Prediction, Predictor
 from catsdogs.serve.metrics import Metrics
 
 

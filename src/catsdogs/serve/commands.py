@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, NoReturn
 
 import typer
 
-from catsdogs.transforms import IMAGE_SUFFIXES
+from catsdogs.core.transforms import IMAGE_SUFFIXES
 
 ModelOpt = Annotated[
     str | None,
@@ -172,7 +172,7 @@ def _error_row(path: Path, code: str, message: str) -> dict[str, Any]:
 
 def _classify(predictor: Any, files: list[Path], batch_size: int) -> list[dict[str, Any]]:
     """One row per file, in order; an unreadable file gets an error row and the rest still run."""
-    from catsdogs.predictor import Prediction
+    from catsdogs.inference.predictor import Prediction
 
     rows: list[dict[str, Any]] = []
     for i in range(0, len(files), batch_size):
@@ -234,8 +234,8 @@ def predict(
     A missing or unreadable path is reported in its own row; the other images are still classified.
     A summary line goes to stderr, so csv/json on stdout stay clean.
     """
-    from catsdogs.paths import MODELS_DIR
-    from catsdogs.predictor import ModelLoadError, Predictor
+    from catsdogs.core.paths import MODELS_DIR
+    from catsdogs.inference.predictor import ModelLoadError, Predictor
 
     entries = _collect(paths)
     files = [e for e in entries if isinstance(e, Path)]

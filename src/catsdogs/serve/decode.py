@@ -20,7 +20,7 @@ from contextlib import contextmanager
 
 from PIL import Image
 
-from catsdogs.predictor import PredictionError
+from catsdogs.inference.predictor import PredictionError
 
 MiB = 1024 * 1024
 _DRAFT_FORMATS = frozenset({"JPEG"})

@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from catsdogs.predictor import Predictor
+from catsdogs.inference.predictor import Predictor
 from catsdogs.serve.errors import APIError
 from catsdogs.serve.metrics import Metrics
 from catsdogs.serve.settings import Settings

@@ -87,22 +87,6 @@ class Metrics:
         self.prediction_confidence = Histogram(
             "prediction_confidence", "Probability of the predicted class.", buckets=CONFIDENCE_BUCKETS, registry=r
         )
-        self.http_requests = Counter(
-            "http_requests_total",
-            "HTTP requests by method, route template and status.",
-            ["method", "route", "status"],
-            registry=r,
-        )
-        self.http_duration = Histogram(
-            "http_request_duration_seconds",
-            "HTTP request latency by method and route template.",
-            ["method", "route"],
-            buckets=REQUEST_BUCKETS,
-            registry=r,
-        )
-        self.in_progress = Gauge(
-            "http_requests_in_progress", "HTTP requests being served.", registry=r, multiprocess_mode="livesum"
-        )
         self.not_cat_or_dog = Counter(
             "catsdogs_not_cat_or_dog",
             "Uploads answered \"this doesn't look like a cat or a dog\" (pet score under the bundle's threshold).",
@@ -121,11 +105,6 @@ class Metrics:
             "Predictions whose calibrated confidence is under the bundle's not-sure threshold.",
             registry=r,
         )
-        self.requests_shed = Counter(
-            "catsdogs_requests_shed",
-            "Requests answered 503 at once by admission control (the worker was at capacity).",
-            registry=r,
-        )
         # livemax: one series per (version, backend) across workers, and a dead worker's model drops out.
         self.model_info = Gauge(
             "model_info",
@@ -135,6 +114,31 @@ class Metrics:
             multiprocess_mode="livemax",
         )
         self._model_labels: tuple[str, str] | None = None
+        self._add_http_metrics(r)
+
+    def _add_http_metrics(self, r: CollectorRegistry) -> None:
+        """Per request, whatever the route: counts, latency, concurrency, admission control."""
+        self.http_requests = Counter(
+            "http_requests_total",
+            "HTTP requests by method, route template and status.",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.http_duration = Histogram(
+            "http_request_duration_seconds",
+            "HTTP request latency by method and route template.",
+            ["method", "route"],
+            buckets=REQUEST_BUCKETS,
+            registry=r,
+        )
+        self.in_progress = Gauge(
+            "http_requests_in_progress", "HTTP requests being served.", registry=r, multiprocess_mode="livesum"
+        )
+        self.requests_shed = Counter(
+            "catsdogs_requests_shed",
+            "Requests answered 503 at once by admission control (the worker was at capacity).",
+            registry=r,
+        )
 
     def set_model(self, version: str, backend: str) -> None:
         if self._model_labels is not None and self._model_labels != (version, backend):

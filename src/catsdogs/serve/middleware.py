@@ -107,30 +107,33 @@ class RequestContextMiddleware:
                 await _send_500(send_with_id)
         finally:
             self.metrics.in_progress.dec()
-            elapsed = time.perf_counter() - start
-            method = scope["method"]
-            route = self.routes(scope)
-            m = self.metrics
-            m.http_requests.labels(method, route, str(status)).inc()
-            m.http_duration.labels(method, route).observe(elapsed)
-            error_code = state.get("error_code")
-            if error_code and status >= 400 and (route.startswith("/predict") or route.endswith("/infer")):
-                m.prediction_errors.labels(error_code).inc()
-            fields: dict[str, Any] = {
-                "request_id": request_id,
-                "method": method,
-                "route": route,
-                "path": scope["path"],
-                "status": status,
-                "latency_ms": round(elapsed * 1000.0, 2),
-            }
-            if client := scope.get("client"):
-                fields["client"] = client[0]
-            if error_code:
-                fields["error"] = error_code
-            fields.update(state.get("log_fields", {}))
-            access_log.info("request", extra=fields)
+            self._record(scope, state, request_id, status, time.perf_counter() - start)
             request_id_var.reset(token)
+
+    def _record(self, scope: Scope, state: dict[str, Any], request_id: str, status: int, elapsed: float) -> None:
+        """The request's metrics and its access-log line (cheap: counters and one log record)."""
+        method = scope["method"]
+        route = self.routes(scope)
+        m = self.metrics
+        m.http_requests.labels(method, route, str(status)).inc()
+        m.http_duration.labels(method, route).observe(elapsed)
+        error_code = state.get("error_code")
+        if error_code and status >= 400 and (route.startswith("/predict") or route.endswith("/infer")):
+            m.prediction_errors.labels(error_code).inc()
+        fields: dict[str, Any] = {
+            "request_id": request_id,
+            "method": method,
+            "route": route,
+            "path": scope["path"],
+            "status": status,
+            "latency_ms": round(elapsed * 1000.0, 2),
+        }
+        if client := scope.get("client"):
+            fields["client"] = client[0]
+        if error_code:
+            fields["error"] = error_code
+        fields.update(state.get("log_fields", {}))
+        access_log.info("request", extra=fields)
 
 
 async def _send_500(send: Send) -> None:

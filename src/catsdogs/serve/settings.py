@@ -7,9 +7,9 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from catsdogs.paths import MODELS_DIR
-from catsdogs.predictor import Backend
-from catsdogs.transforms import DEFAULT_MAX_PIXELS
+from catsdogs.core.paths import MODELS_DIR
+from catsdogs.core.transforms import DEFAULT_MAX_PIXELS
+from catsdogs.inference.predictor import Backend
 
 MiB = 1024 * 1024
 

@@ -12,13 +12,13 @@ from typing import Literal
 import anyio
 import numpy as np
 
-from catsdogs.predictor import ModelLoadError, Prediction, PredictionError, PredictionResult, Predictor
+from catsdogs.core.transforms import InvalidImageError
+from catsdogs.inference.predictor import ModelLoadError, Prediction, PredictionError, PredictionResult, Predictor
 from catsdogs.serve.batching import MicroBatcher
 from catsdogs.serve.decode import DecodeBudget, MiB, screen
 from catsdogs.serve.errors import APIError
 from catsdogs.serve.metrics import Metrics
 from catsdogs.serve.settings import Settings
-from catsdogs.transforms import InvalidImageError
 
 log = logging.getLogger("catsdogs.serve")
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from catsdogs.predictor import Prediction
+from catsdogs.inference.predictor import Prediction
 from catsdogs.serve.errors import APIError
 from catsdogs.serve.v2_schemas import InferenceRequest, RequestInput
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from catsdogs.transforms import PreprocessConfig
+from catsdogs.core.transforms import PreprocessConfig
 
 FORMAT_VERSION = 2
 
@@ -73,7 +73,7 @@ class Checkpoint:
 
     def build_model(self) -> nn.Module:
         """The trained network in eval mode (no pretrained download: the weights are all here)."""
-        from catsdogs.model import create_model
+        from catsdogs.models.architectures import create_model
 
         n_classes = len(self.preprocess["class_names"])
         model = create_model(

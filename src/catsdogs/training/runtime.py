@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from catsdogs.core.paths import PACKAGE_DIR
+
 log = logging.getLogger(__name__)
 
 # glibc hands large freed activations back to the OS after every step and page-faults them in
@@ -28,7 +30,7 @@ def is_catsdogs_cli(argv0: str) -> bool:
     return path.name == "catsdogs" or (path.name == "__main__.py" and path.resolve() == _OWN_MAIN)
 
 
-_OWN_MAIN = (Path(__file__).parent / "__main__.py").resolve()
+_OWN_MAIN = (PACKAGE_DIR / "__main__.py").resolve()
 
 
 def reexec_with_malloc_tunables() -> None:

@@ -1,4 +1,4 @@
-"""Training: ``run_training`` wires the factories; the loop is ``train_one_epoch`` + ``validate``.
+"""Training: ``run_training`` wires the factories; the loop is ``train_one_epoch`` + ``validate`` (``loop``).
 
 Two recipes (``train.recipe``):
 
@@ -16,28 +16,25 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from catsdogs.checkpoint import Checkpoint, TrainState
-from catsdogs.config import Params
-from catsdogs.cpus import available_cpus
-from catsdogs.data import CLASSES, ArrayLoader, SplitData, ensure_prepared, file_sha256, load_splits
-from catsdogs.metrics import classification_metrics
-from catsdogs.model import PRETRAINED_NORMALIZATION, count_parameters, create_model
-from catsdogs.runtime import (
+from catsdogs.core.config import Params
+from catsdogs.core.cpus import available_cpus
+from catsdogs.core.transforms import PreprocessConfig
+from catsdogs.data.loaders import ArrayLoader, SplitData, load_splits
+from catsdogs.data.prepare import CLASSES, ensure_prepared, file_sha256
+from catsdogs.models.architectures import count_parameters, create_model
+from catsdogs.training.checkpoint import Checkpoint, TrainState
+from catsdogs.training.loop import build_optimizer, improved, predict_shard, train_one_epoch, validate, warmup_cosine
+from catsdogs.training.recipes import Job, cached_features_job, full_job, preprocess_config
+from catsdogs.training.runtime import (
     Dist,
-    all_gather_rows,
-    all_reduce_sum,
-    autocast,
     barrier,
     device_for,
     init_distributed,
@@ -46,219 +43,8 @@ from catsdogs.runtime import (
     shutdown_distributed,
     use_bf16,
 )
-from catsdogs.transforms import PreprocessConfig, Transform, create_transform, image_stats
 
 log = logging.getLogger(__name__)
-
-
-# --- the loop ------------------------------------------------------------------------
-
-
-def train_one_epoch(
-    model: nn.Module,
-    loader: ArrayLoader,
-    transform: Transform | FeatureBatch,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    device: torch.device,
-    *,
-    bf16: bool,
-    label_smoothing: float,
-    dist: Dist = Dist(),
-) -> dict[str, float]:
-    """One pass over this rank's shard; loss and accuracy are summed over all ranks."""
-    model.train()
-    fmt = memory_format(device, bf16)
-    total_loss = correct = seen = 0.0
-    start = time.perf_counter()
-    for pixels, labels in loader:
-        x = transform.batch(pixels.to(device, non_blocking=True))  # (N, 3, S, S) augmented, or (N, F) features
-        x = x.contiguous(memory_format=fmt) if x.dim() == 4 else x
-        labels = labels.to(device, non_blocking=True)
-        with autocast(device, bf16):
-            logits = model(x)  # (N, C)
-            loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        total_loss += loss.item() * len(labels)
-        correct += (logits.argmax(1) == labels).sum().item()
-        seen += len(labels)
-    elapsed = time.perf_counter() - start
-    total_loss, correct, seen = all_reduce_sum([total_loss, correct, seen], dist, device)
-    return {"loss": total_loss / seen, "accuracy": correct / seen, "images_per_s": seen / elapsed, "seconds": elapsed}
-
-
-@torch.no_grad()
-def validate(
-    model: nn.Module,
-    loader: ArrayLoader,
-    transform: Transform | FeatureBatch,
-    device: torch.device,
-    *,
-    bf16: bool,
-    dist: Dist = Dist(),
-) -> dict[str, float]:
-    """Metrics over the whole split: each rank scores its shard, rank shards are gathered (each image once)."""
-    probs, labels = predict_shard(model, loader, transform, device, bf16=bf16)
-    probs = np.concatenate(all_gather_rows(probs, dist))
-    labels = np.concatenate(all_gather_rows(labels, dist))
-    return classification_metrics(probs, labels) | {"n": len(labels)}
-
-
-@torch.no_grad()
-def predict_shard(
-    model: nn.Module, loader: ArrayLoader, transform: Transform | FeatureBatch, device: torch.device, *, bf16: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    model.eval()
-    fmt = memory_format(device, bf16)
-    probs, targets = [np.zeros((0, len(CLASSES)), np.float32)], [np.zeros(0, np.int64)]
-    for pixels, labels in loader:
-        x = transform.batch(pixels.to(device))
-        x = x.contiguous(memory_format=fmt) if x.dim() == 4 else x
-        with autocast(device, bf16):
-            logits = model(x)
-        probs.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
-        targets.append(labels.numpy())
-    return np.concatenate(probs), np.concatenate(targets)
-
-
-def warmup_cosine(optimizer: torch.optim.Optimizer, steps: int, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up to the peak learning rate, then cosine decay to 1 % of it."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, steps - warmup_steps)
-        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters; no weight decay on norms and biases."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
-
-
-def improved(state: TrainState, val: dict[str, float], watch: str) -> bool:
-    """Whether this epoch beats the best so far on the early-stopping metric."""
-    if watch == "val_loss":
-        return val["loss"] < state.best_val_loss
-    return val["accuracy"] > state.best_val_accuracy
-
-
-# --- recipes: what the loop trains on ------------------------------------------------
-
-
-class FeatureBatch:
-    """The "transform" of cached features: they go to the trainable top as they are (float32)."""
-
-    @staticmethod
-    def batch(x: torch.Tensor) -> torch.Tensor:
-        return x.float()
-
-
-@dataclass
-class Job:
-    """What ``fit`` trains: the module, its loaders and their transforms."""
-
-    trainable: nn.Module
-    train_loader: ArrayLoader
-    val_loader: ArrayLoader
-    train_tf: Transform | FeatureBatch
-    eval_tf: Transform | FeatureBatch
-    setup_seconds: float = 0.0  # e.g. caching the frozen part's outputs
-    setup_images: int = 0
-
-
-def preprocess_config(params: Params, train_pixels: np.ndarray) -> PreprocessConfig:
-    """The fitted preprocessing: pretrained models keep the normalisation their weights expect."""
-    if params.model.name in PRETRAINED_NORMALIZATION and params.model.pretrained:
-        mean, std = PRETRAINED_NORMALIZATION[params.model.name]
-    else:
-        mean, std = image_stats(train_pixels)
-    return PreprocessConfig(image_size=params.model.image_size, mean=mean, std=std, class_names=CLASSES)
-
-
-def full_job(model: nn.Module, splits: dict[str, SplitData], cfg: PreprocessConfig, params: Params, dist: Dist) -> Job:
-    tp = params.train
-    train = ArrayLoader(
-        splits["train"], tp.batch_size, shuffle=True, seed=tp.seed, rank=dist.rank, world_size=dist.world_size
-    )
-    val = ArrayLoader(splits["val"], max(tp.batch_size, 128), shuffle=False, rank=dist.rank, world_size=dist.world_size)
-    train_tf = create_transform(cfg, is_training=True, augment=tp.augment)
-    return Job(model, train, val, train_tf, create_transform(cfg))
-
-
-class CachedTop(nn.Module):
-    """The trainable top of a pretrained network, fed with the cached output of its frozen trunk."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, a: torch.Tensor) -> torch.Tensor:
-        # a: (N, C, h, w) trunk output for a tuned top, or (N, F) pooled features for a linear probe
-        return self.model.classify(self.model.tuned(a) if self.model.tuned is not None else a)
-
-
-def cached_features_job(
-    model: nn.Module,
-    splits: dict[str, SplitData],
-    cfg: PreprocessConfig,
-    params: Params,
-    dist: Dist,
-    device: torch.device,
-) -> Job:
-    """Train only the tuned top (``model.tuned_blocks``) and the head, on cached outputs of the frozen trunk."""
-    if not hasattr(model, "trunk"):
-        raise ValueError(f"train.recipe cached_features needs a pretrained model, not {params.model.name}")
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for module in (model.head, model.tuned):
-        if module is not None:
-            module.requires_grad_(True)
-    tp = params.train
-    t0 = time.perf_counter()
-    flips = (False, True) if tp.augment.hflip > 0 else (False,)
-    parts = [frozen_outputs(model, splits["train"], cfg, device, dist, flip) for flip in flips]
-    train = SplitData(np.concatenate(parts), np.concatenate([splits["train"].labels] * len(flips)))
-    val = SplitData(frozen_outputs(model, splits["val"], cfg, device, dist, False), splits["val"].labels)
-    seconds, images = time.perf_counter() - t0, len(train.labels) + len(val.labels)
-    log.info("cached the frozen trunk for %d images in %.0f s (%.1f img/s)", images, seconds, images / seconds)
-    kw = {"rank": dist.rank, "world_size": dist.world_size}
-    train_loader = ArrayLoader(train, tp.batch_size, shuffle=True, seed=tp.seed, **kw)
-    val_loader = ArrayLoader(val, 512, shuffle=False, **kw)
-    return Job(CachedTop(model), train_loader, val_loader, FeatureBatch(), FeatureBatch(), seconds, images)
-
-
-@torch.no_grad()
-def frozen_outputs(
-    model: nn.Module, data: SplitData, cfg: PreprocessConfig, device: torch.device, dist: Dist, flip: bool
-) -> np.ndarray:
-    """The frozen trunk's output (float16, in the split's order): pooled features when nothing is tuned."""
-    model.eval()
-    transform = create_transform(cfg)
-    loader = ArrayLoader(data, 64, shuffle=False, rank=dist.rank, world_size=dist.world_size)
-    shard = []
-    for pixels, _ in loader:
-        x = transform.batch(pixels.to(device))
-        a = model.trunk(torch.flip(x, dims=[3]) if flip else x)
-        out = a if model.tuned is not None else model.imagenet_features(a)
-        shard.append(out.half().cpu().numpy())  # float16 halves the cache; the top trains in float32
-    parts = all_gather_rows(np.concatenate(shard), dist)
-    out = np.empty((len(data.labels), *parts[0].shape[1:]), np.float16)
-    for rank, part in enumerate(parts):
-        out[rank :: dist.world_size] = part  # ArrayLoader's evaluation shards are strided
-    return out
-
-
-# --- orchestration -------------------------------------------------------------------
 
 
 @dataclass
@@ -327,7 +113,7 @@ def _load_data(params: Params, out_dir: Path, dist: Dist) -> tuple[Path, dict[st
 
 
 def new_checkpoint(params: Params, model: nn.Module, cfg: PreprocessConfig, prepared_dir: Path) -> Checkpoint:
-    from catsdogs import tracking
+    from catsdogs.training import tracking
 
     return Checkpoint(
         model_name=params.model.name,
@@ -447,7 +233,7 @@ def tracking_run(
         return
     import mlflow
 
-    from catsdogs import tracking
+    from catsdogs.training import tracking
 
     tracking.setup_mlflow()
     with mlflow.start_run(run_id=ckpt.state.run_id) as run:
@@ -479,7 +265,7 @@ def finish(
         return None
     import mlflow
 
-    from catsdogs import plots
+    from catsdogs.training import plots
 
     state = ckpt.state
     (out_dir / "history.json").write_text(json.dumps(state.history, indent=2) + "\n")
@@ -524,7 +310,7 @@ def log_and_register(model: nn.Module, cfg: PreprocessConfig, register: bool) ->
     import mlflow
     from mlflow.models import infer_signature
 
-    from catsdogs import tracking
+    from catsdogs.training import tracking
 
     model.eval()
     # Batch 2, not 1: torch.export specialises a batch dimension of size 1 to a constant.
@@ -547,4 +333,4 @@ def log_and_register(model: nn.Module, cfg: PreprocessConfig, register: bool) ->
     return str(version) if version is not None else None
 
 
-__all__ = ["TrainResult", "build_optimizer", "run_training", "train_one_epoch", "validate", "warmup_cosine"]
+__all__ = ["TrainResult", "run_training"]

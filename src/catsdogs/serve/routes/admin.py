@@ -7,7 +7,7 @@ import logging
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
 
-from catsdogs.predictor import ModelLoadError
+from catsdogs.inference.predictor import ModelLoadError
 from catsdogs.serve.dependencies import AdminDep, StateDep
 from catsdogs.serve.errors import APIError, responses
 from catsdogs.serve.schemas import ReloadRequest, ReloadResponse

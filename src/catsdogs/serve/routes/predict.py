@@ -8,7 +8,7 @@ from fastapi import APIRouter, File, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from starlette.datastructures import UploadFile as FormFile
 
-from catsdogs.predictor import Prediction, PredictionError, PredictionResult
+from catsdogs.inference.predictor import Prediction, PredictionError, PredictionResult
 from catsdogs.serve.dependencies import PredictorDep, StateDep, request_id
 from catsdogs.serve.errors import IMAGE_ERROR_STATUS, APIError, responses
 from catsdogs.serve.metrics import Metrics

@@ -22,7 +22,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from catsdogs import __version__
-from catsdogs.predictor import PET_OUTPUT, Prediction, PredictionError, Predictor
+from catsdogs.inference.predictor import PET_OUTPUT, Prediction, PredictionError, Predictor
 from catsdogs.serve.dependencies import StateDep, get_predictor, request_id
 from catsdogs.serve.errors import APIError
 from catsdogs.serve.routes.predict import error_status, record_predictions

@@ -1,0 +1,1 @@
+"""Shared by every stage: file locations, typed parameters, CPU quota, the one image preprocessing."""

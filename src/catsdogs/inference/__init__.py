@@ -1,0 +1,1 @@
+"""Running an exported bundle without torch: preprocessing to scores, the runtimes, bundle checks (used by serve)."""
