@@ -77,14 +77,19 @@ def pet_report(predictor: Predictor, params: Params, test_images: list[Image.Ima
     return {"threshold": predictor.pet_threshold, "backend": predictor.backend, "by_set": rows, "curve": points}
 
 
-def plot_curve(points: list[dict[str, float]], threshold: float, path: Path) -> None:
-    """False rejection against detection, one point per threshold, the served one marked."""
+def plot_curve(points: list[dict[str, float]], threshold: float | None, path: Path) -> None:
+    """False rejection against detection, one point per threshold (empty: the bundle has no pet score)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
+    if not points or threshold is None:
+        ax.text(0.5, 0.5, "this bundle has no pet score", ha="center", va="center")
+        ax.set_axis_off()
+        _save(fig, path)
+        return
     for key, label in (
         ("false_rejection_kaggle_test", "Kaggle test"),
         ("false_rejection_all_pets", "all held-out pets"),
@@ -99,6 +104,12 @@ def plot_curve(points: list[dict[str, float]], threshold: float, path: Path) -> 
     ax.set_title(f"Pet-score threshold (served: {threshold:.3g})")
     ax.grid(alpha=0.3)
     ax.legend()
+    _save(fig, path)
+
+
+def _save(fig: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -72,8 +72,12 @@ def run_robustness(params: Params, *, model_dir: Path | None = None, output: Pat
               "backend": predictor.backend, "n": len(labels), "accuracy": accuracy}  # fmt: skip
     out = output or params.path("reports/robustness.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    if (pets := pet_report(predictor, params, images)) is not None:
+    pets = pet_report(predictor, params, images)
+    if pets is not None:
         result["not_cat_or_dog"] = pets
-        plot_curve(pets["curve"], pets["threshold"], out.parent / "pet_threshold_curve.png")
+    # Always written (a note for bundles without a pet score): the pipeline has one shape for every model.
+    plot_curve(
+        pets["curve"] if pets else [], pets["threshold"] if pets else None, out.parent / "pet_threshold_curve.png"
+    )
     out.write_text(json.dumps(result, indent=2) + "\n")
     return result
