@@ -36,7 +36,7 @@ DOCKER_PREREQS := docker-base
 DOCKER_DAEMON := docker-up
 endif
 
-.PHONY: docker-up docker-down docker-base docker-build docker-run docker-stop docker-logs docker-lint test-docker
+.PHONY: docker-up docker-down docker-base docker-build docker-run docker-stop docker-logs docker-lint test-docker bench-image
 docker-up: ## Start the private Docker daemon (root; no bridge/iptables) used by DOCKER_OFFLINE=1
 	scripts/docker/dockerd-up.sh >/dev/null
 
@@ -64,6 +64,13 @@ docker-stop: $(DOCKER_DAEMON) ## Stop and remove the container started by docker
 
 docker-logs: $(DOCKER_DAEMON) ## Follow the logs of the docker-run container
 	$(DOCKER) logs -f $(CONTAINER)
+
+# The container's PID 1 is a host process too: its tree gives the server's CPU and memory, as for a local server.
+bench-image: init bench-peers-venv ## make bench with the running docker-run container as catsdogs (peers, baseline, bound as make bench)
+	@pid=$$($(DOCKER) inspect -f '{{.State.Pid}}' $(CONTAINER) 2>/dev/null) && [ "$$pid" != 0 ] || \
+		{ echo "no running container $(CONTAINER): make docker-build docker-run first (DOCKER_OFFLINE=1 here)" >&2; exit 2; }; \
+	set -x; $(PY) scripts/bench.py --url http://$(DOCKER_BIND):$(DOCKER_PORT) --server-pid $$pid \
+		$(if $(MODEL),--model $(MODEL)) $(BENCH_ARGS)
 
 docker-lint: init ## hadolint the Dockerfile, shellcheck scripts/docker (apt-get install -y shellcheck)
 	$(BIN)/hadolint Dockerfile

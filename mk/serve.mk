@@ -19,7 +19,7 @@ serve: init ## The same server in the full venv, on HOST:PORT (127.0.0.1:8000; M
 predict: install-serve ## Classify images from the shell: make predict IMAGES="a.jpg dir/" (FORMAT=table|csv|json)
 	$(BIN)/catsdogs predict $(IMAGES) --format $(or $(FORMAT),table) $(if $(MODEL),--model $(MODEL))
 
-bench: init ## API latency/throughput vs the seed-style baseline server (BENCH_ARGS="--requests 300 --json reports/bench.json")
+bench: init bench-peers-venv ## Our API vs BentoML, LitServe and the seed-style server, with the physical bound (BENCH_ARGS="--requests 300 --json reports/bench.json")
 	$(PY) scripts/bench.py $(if $(MODEL),--model $(MODEL)) $(BENCH_ARGS)
 
 # The Open Inference Protocol (KServe V2) clients that tests/api/test_v2_clients.py drives: tritonclient and kserve
@@ -34,3 +34,16 @@ $(OIP_VENV)/.installed: requirements/oip-clients.txt
 
 .PHONY: oip-clients
 oip-clients: $(OIP_VENV)/.installed ## tritonclient[http] + kserve in .cache/oip-venv (V2 protocol client tests; make test-tools)
+
+# The peers of `make bench` (scripts/peers/): each framework in its own venv, every package pinned, so that
+# our pins stay ours. --no-deps + pip check: nothing unpinned gets in. They run our src/ (bench.py sets PYTHONPATH).
+BENCH_PEERS := bentoml litserve
+.PHONY: bench-peers-venv
+bench-peers-venv: $(foreach p,$(BENCH_PEERS),.cache/$(p)-venv/.installed) ## The peer servers' venvs for make bench (.cache/bentoml-venv, .cache/litserve-venv)
+
+.cache/%-venv/.installed: requirements/bench-%.txt
+	rm -rf .cache/$*-venv
+	$(PYTHON) -m venv .cache/$*-venv
+	.cache/$*-venv/bin/pip install --disable-pip-version-check -q --no-deps -r requirements/bench-$*.txt
+	.cache/$*-venv/bin/pip check
+	touch $@

@@ -1,12 +1,17 @@
-"""HTTP latency/throughput benchmark: the real service against the seed-style baseline server.
+"""HTTP latency/throughput benchmark: the real service against its peers and the seed-style baseline server.
 
-Starts both servers on 127.0.0.1 (one at a time, so they never compete for the CPU), drives each
-with the same uploads from an async httpx client, and prints p50/p95/p99 latency at concurrency 1
-and requests/s at concurrency 8 and 32, plus the speed-up. Request counts and time are bounded, and
-the servers are always stopped.
+Starts each server on 127.0.0.1 (one at a time, so they never compete for the CPU): catsdogs, then
+BentoML and LitServe serving the same bundle through the same Predictor (scripts/bench_peers.py), then
+the seed-style baseline. Drives each with the same uploads from an async httpx client and prints one
+table: p50/p99 latency at concurrency 1, requests/s at concurrency 8 and 32, server CPU per request
+(the server's whole process tree) and peak RSS. Between the servers it measures the physical bound
+(scripts/bench_bound.py: cores / (model + decode CPU per image)) and reports req/s at c=8 as a share
+of it. Request counts and time are bounded, and the servers are always stopped.
 
-    python scripts/bench.py                       # shipped model, ../shared/data/uploads
+    python scripts/bench.py                       # shipped model, ../shared/data/uploads, peers, baseline
     python scripts/bench.py --model DIR --images DIR --requests 300 --json reports/bench.json
+    python scripts/bench.py --peers none --skip-baseline   # catsdogs and the bound only
+    python scripts/bench.py --url http://127.0.0.1:8000 --server-pid PID   # a running server (the image)
     python scripts/bench.py --overload 60         # 2x capacity, open loop: shedding, p99, RSS
     python scripts/bench.py --raw-body            # our server gets the raw image body instead of multipart
 """
@@ -22,16 +27,22 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
+from bench_bound import Bound  # scripts/ is on sys.path when run as a script
+from bench_peers import PEERS, check_venvs, parse_peers, peer_spec
+from bench_report import report
+from proc_tree import cpu_seconds, peak_rss_mb, rss_mb
 
 from catsdogs.core.cpus import cpu_name
 from catsdogs.core.paths import MODELS_DIR, PROJECT_ROOT, SHARED_DATA_DIR
 from catsdogs.core.transforms import IMAGE_SUFFIXES
+from catsdogs.serve.settings import Settings
 
 
 @dataclass
@@ -44,6 +55,7 @@ class Phase:
     p95_ms: float
     p99_ms: float
     cpu_ms_per_request: float = float("nan")  # server CPU time (all its processes): robust to a busy machine
+    first_error: str = ""  # status and start of the body of the first non-200 answer
 
     @property
     def rps(self) -> float:
@@ -54,6 +66,8 @@ class Phase:
 class ServerResult:
     name: str
     phases: dict[int, Phase] = field(default_factory=dict)
+    peak_rss_mb: float = float("nan")  # sum of the tree's per-process peaks, start-up included
+    answers: dict[str, tuple[str, float]] = field(default_factory=dict)  # warm-up image -> (prediction, prob.)
 
 
 def free_port() -> int:
@@ -66,48 +80,54 @@ def free_port() -> int:
 def running(
     cmd: list[str], url: str, ready_path: str, env: dict[str, str], timeout: float = 120
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Start a server, wait until ``ready_path`` answers 200, and always stop it (whole process group)."""
-    proc = subprocess.Popen(
-        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True, cwd=PROJECT_ROOT
-    )
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-                raise SystemExit(f"server {cmd[:3]} exited with {proc.returncode}:\n{err[-3000:]}")
-            try:
-                if httpx.get(url + ready_path, timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit(f"server {cmd[:3]} not ready after {timeout}s")
-            time.sleep(0.2)
-        yield proc
-    finally:
+    """Start a server, wait until ``ready_path`` answers 200, and always stop it (whole process group).
+
+    Its output goes to a temporary file, not a pipe: a pipe nobody reads fills and blocks a chatty server.
+    """
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=PROJECT_ROOT
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if proc.poll() is not None:
+                    log.seek(0)
+                    err = log.read().decode(errors="replace")
+                    raise SystemExit(f"server {cmd[:3]} exited with {proc.returncode}:\n{err[-3000:]}")
+                try:
+                    if httpx.get(url + ready_path, timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"server {cmd[:3]} not ready after {timeout}s")
+                time.sleep(0.2)
+            yield proc
+        finally:
+            stop_group(proc)
+
+
+def stop_group(proc: subprocess.Popen[bytes], grace_s: float = 15) -> None:
+    """SIGTERM to the server's process group; SIGKILL to whatever is left of it after ``grace_s``.
+
+    The whole group, not only the first process: a multi-process server (BentoML, LitServe) must be gone
+    before the next server's numbers start.
+    """
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        proc.poll()  # reap the leader, or the group never empties
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and its direct children (uvicorn workers), from /proc."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if stat.parent.name == str(pid) or fields[1] == str(pid):  # fields[1]: the parent pid
-            total += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
-    return total
+            os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def percentile(sorted_ms: list[float], q: float) -> float:
@@ -124,23 +144,52 @@ async def post_image(client: httpx.AsyncClient, name: str, data: bytes, raw: boo
     return await client.post("/predict", files={"file": (name, data, "image/jpeg")})
 
 
+async def warm_up(
+    client: httpx.AsyncClient, images: list[tuple[str, bytes]], n: int, raw: bool, expect: tuple[str, ...]
+) -> dict[str, tuple[str, float]]:
+    """``n`` requests one by one (open the connections, reach a steady state): image name -> its answer.
+
+    Every answer must be a 200 with the ``expect`` JSON fields (an object, or a list of one: BentoML's batchable
+    API): a server that answers something else is not serving the same API, and its speed would mean nothing.
+    """
+    answers = {}
+    for i in range(n):
+        name, data = images[i % len(images)]
+        r = await post_image(client, name, data, raw)
+        body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
+        if isinstance(body, list) and len(body) == 1:  # a batchable BentoML API answers a list of one
+            body = body[0]
+        if r.status_code != 200 or not all(k in body for k in expect):
+            raise SystemExit(f"{client.base_url}/predict answered {r.status_code} {r.text[:300]!r} to {name}")
+        answers[name] = (body["prediction"], float(body.get("probability", body.get("confidence", "nan"))))
+    return answers
+
+
 async def drive(
-    url: str, images: list[tuple[str, bytes]], concurrency: int, n: int, max_seconds: float, raw: bool = False
-) -> Phase:
-    """``n`` POST /predict requests (at most ``max_seconds``), ``concurrency`` in flight at a time."""
+    url: str,
+    images: list[tuple[str, bytes]],
+    concurrency: int,
+    n: int,
+    max_seconds: float,
+    raw: bool = False,
+    pid: int | None = None,
+    expect: tuple[str, ...] = ("prediction", "probability"),
+) -> tuple[Phase, dict[str, tuple[str, float]]]:
+    """``n`` POST /predict requests (at most ``max_seconds``), ``concurrency`` in flight at a time, after a warm-up.
+
+    With ``pid``, the server tree's CPU time over the timed requests (not the warm-up) gives CPU per request.
+    """
     latencies: list[float] = []
     errors = 0
+    first_error = ""
     counter = iter(range(n))
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
-        # Warm-up: open the connections and let both servers reach a steady state.
-        for i in range(min(10, n)):
-            name, data = images[i % len(images)]
-            await post_image(client, name, data, raw)
+        answers = await warm_up(client, images, min(10, n), raw, expect)
         stop_at = time.perf_counter() + max_seconds
 
         async def worker() -> None:
-            nonlocal errors
+            nonlocal errors, first_error
             for i in counter:
                 if time.perf_counter() > stop_at:
                     return
@@ -150,54 +199,54 @@ async def drive(
                 latencies.append((time.perf_counter() - start) * 1000)
                 if r.status_code != 200:
                     errors += 1
+                    first_error = first_error or f"{r.status_code} {r.text[:120]!r}"
 
+        cpu_before = cpu_seconds(pid) if pid else float("nan")
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - start
+        cpu = cpu_seconds(pid) - cpu_before if pid else float("nan")
     lat = sorted(latencies)
-    return Phase(
+    phase = Phase(
         concurrency=concurrency,
         requests=len(lat),
         errors=errors,
+        first_error=first_error,
         seconds=elapsed,
         p50_ms=percentile(lat, 50),
         p95_ms=percentile(lat, 95),
         p99_ms=percentile(lat, 99),
+        cpu_ms_per_request=cpu * 1000 / len(lat) if lat else float("nan"),
     )
+    return phase, answers
 
 
 def bench_server(
-    name: str, url: str, pid: int, images: list[tuple[str, bytes]], args: argparse.Namespace, raw: bool = False
+    name: str,
+    url: str,
+    pid: int | None,
+    images: list[tuple[str, bytes]],
+    args: argparse.Namespace,
+    raw: bool = False,
+    expect: tuple[str, ...] = ("prediction", "probability"),
 ) -> ServerResult:
+    """Every concurrency phase against one server; ``pid`` (None: not on this machine) for CPU and memory."""
     result = ServerResult(name)
     for c in args.concurrency:
         n = args.requests if c == 1 else args.requests * 2
-        cpu_before = cpu_seconds(pid)
-        phase = asyncio.run(drive(url, images, c, n, args.max_seconds, raw))
-        # Includes the 10 warm-up requests of the phase.
-        phase.cpu_ms_per_request = (cpu_seconds(pid) - cpu_before) * 1000 / (phase.requests + min(10, n))
+        phase, answers = asyncio.run(drive(url, images, c, n, args.max_seconds, raw, pid, expect))
+        result.answers.update(answers)
         result.phases[c] = phase
         print(
-            f"  {name:<28} c={c:<3} {phase.requests:>5} req in {phase.seconds:5.1f}s  {phase.rps:7.1f} req/s  "
+            f"  {name[:40]:<40} c={c:<3} {phase.requests:>5} req in {phase.seconds:5.1f}s  {phase.rps:7.1f} req/s  "
             f"p50 {phase.p50_ms:6.1f}  p95 {phase.p95_ms:6.1f}  p99 {phase.p99_ms:6.1f} ms  "
-            f"server CPU {phase.cpu_ms_per_request:5.1f} ms/req" + (f"  ERRORS {phase.errors}" if phase.errors else ""),
+            f"server CPU {phase.cpu_ms_per_request:5.1f} ms/req"
+            + (f"  ERRORS {phase.errors}, first: {phase.first_error}" if phase.errors else ""),
             flush=True,
         )
+    if pid:
+        result.peak_rss_mb = peak_rss_mb(pid)
     return result
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process and its direct children (the workers), in MB, from /proc."""
-    total = 0
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            text = status.read_text()
-        except OSError:
-            continue
-        ppid = next((line.split()[1] for line in text.splitlines() if line.startswith("PPid:")), "")
-        if status.parent.name == str(pid) or ppid == str(pid):
-            total += next((int(line.split()[1]) for line in text.splitlines() if line.startswith("VmRSS:")), 0)
-    return total / 1024
 
 
 def raw_request(port: int, name: str, data: bytes) -> bytes:
@@ -338,29 +387,7 @@ def cli_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "catsdogs"]
 
 
-def print_table(ours: ServerResult, base: ServerResult | None, conc: list[int]) -> None:
-    rows = [ours] + ([base] if base else [])
-    header = f"| {'server':<34} | p50 ms c=1 | p95 ms c=1 | p99 ms c=1 | CPU ms/req |" + "".join(
-        f" req/s c={c:<3}|" for c in conc if c != 1
-    )
-    print("\n" + header)
-    print("|" + "|".join("-" * (len(col)) for col in header.split("|")[1:-1]) + "|")
-    for r in rows:
-        one = r.phases.get(1)
-        cells = [f" {one.p50_ms:10.1f} ", f" {one.p95_ms:10.1f} ", f" {one.p99_ms:10.1f} "] if one else [" " * 12] * 3
-        cells.append(f" {one.cpu_ms_per_request:10.1f} " if one else " " * 12)
-        cells += [f" {r.phases[c].rps:10.1f} " for c in conc if c != 1]
-        print(f"| {r.name:<34} |" + "|".join(cells) + "|")
-    if base:
-        cells = []
-        if 1 in ours.phases:
-            for attr in ("p50_ms", "p95_ms", "p99_ms", "cpu_ms_per_request"):
-                cells.append(f" {getattr(base.phases[1], attr) / getattr(ours.phases[1], attr):9.1f}x ")
-        cells += [f" {ours.phases[c].rps / base.phases[c].rps:9.1f}x " for c in conc if c != 1]
-        print(f"| {'speed-up':<34} |" + "|".join(cells) + "|")
-
-
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=MODELS_DIR, help="bundle directory (default: models/)")
     parser.add_argument("--images", type=Path, default=SHARED_DATA_DIR / "uploads", help="folder of upload images")
@@ -370,12 +397,28 @@ def main() -> None:
     parser.add_argument("--backend", default="auto", help="auto | onnx | onnx-int8 | openvino | openvino-bf16")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0, help="CATSDOGS_INFERENCE_THREADS (0: CPU quota)")
+    parser.add_argument(
+        "--url",
+        help="benchmark the catsdogs server already running there (e.g. the container) instead of starting one",
+    )
+    parser.add_argument(
+        "--server-pid",
+        type=int,
+        help="with --url: the server's process id on this machine, for its CPU and memory "
+        "(the container: docker inspect -f '{{.State.Pid}}' catsdogs-api)",
+    )
+    parser.add_argument(
+        "--peers",
+        default=",".join(PEERS),
+        help=f"peer servers on the same bundle and Predictor, comma-separated: {', '.join(PEERS)} or none "
+        "(their venvs: make bench-peers-venv)",
+    )
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument(
         "--raw-body",
         action="store_true",
         help="send our server the image as the request body (Content-Type: image/jpeg), not multipart; "
-        "the baseline always gets multipart (the seed's API)",
+        "the peers and the baseline always get multipart (the seed's API)",
     )
     parser.add_argument(
         "--baseline-threads",
@@ -398,7 +441,83 @@ def main() -> None:
         help="instead: measure capacity, then offer 2x it open-loop for SECONDS (admission control check)",
     )
     args = parser.parse_args()
+    if args.server_pid and not args.url:
+        parser.error("--server-pid goes with --url (a server this script did not start)")
+    if args.overload and args.url and not args.server_pid:
+        parser.error("--overload with --url needs --server-pid (it samples the server's memory)")
+    return args
 
+
+@contextlib.contextmanager
+def our_server(args: argparse.Namespace, model: Path, env: dict[str, str]) -> Iterator[tuple[str, int | None]]:
+    """(URL, process id or None) of the catsdogs server: the one at ``--url``, or one started here."""
+    if args.url:
+        yield args.url.rstrip("/"), args.server_pid
+        return
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [*cli_command(), "serve", "--host", "127.0.0.1", "--port", str(port), "--model", str(model)]
+    cmd += ["--workers", str(args.workers), "--backend", args.backend]
+    with running(cmd, url, "/ready", env) as proc:
+        yield url, proc.pid
+
+
+def measure_bound(model: Path, info: dict, batch: int, args: argparse.Namespace, env: dict[str, str]) -> Bound:
+    """The physical bound for the served backend and threads, in a process of its own (no server running):
+    the bench client stays free of a loaded model and its runtime's threads."""
+    cmd = [sys.executable, str(Path(__file__).with_name("bench_bound.py")), "--model", str(model), "--json"]
+    cmd += ["--images", str(args.images), "--backend", info["backend"], "--threads", str(info["threads"])]
+    cmd += ["--batch", str(batch)]
+    done = subprocess.run(cmd, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise SystemExit(f"bench_bound.py failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    data = json.loads(done.stdout.splitlines()[-1])
+    bound = Bound(**{k: data[k] for k in Bound.__dataclass_fields__})
+    print(f"  {bound.describe()}", flush=True)
+    return bound
+
+
+def bench_peer(
+    name: str, model: Path, info: dict, batch: int, images: list[tuple[str, bytes]], args: argparse.Namespace, env
+) -> ServerResult:
+    """One peer on the same bundle, backend, threads and batch limit as our server."""
+    port = free_port()
+    spec = peer_spec(name, port, model, info["backend"], info["threads"], batch, env)
+    url = f"http://127.0.0.1:{port}"
+    with running(spec.cmd, url, spec.ready_path, spec.env) as proc:
+        return bench_server(spec.label, url, proc.pid, images, args)
+
+
+def bench_baseline(model: Path, images: list[tuple[str, bytes]], args: argparse.Namespace, env) -> ServerResult:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, str(Path(__file__).with_name("baseline_server.py")), "--model", str(model)]
+    cmd += ["--torch-threads", str(args.baseline_threads), "--architecture", args.baseline]
+    with running([*cmd, "--port", str(port)], url, "/health", env) as proc:
+        health = httpx.get(url + "/health").json()
+        random_weights = ", random weights" if health["weights"] == "random weights" else ""
+        model_desc = f"{health['architecture']} {health['image_size']}px"
+        label = f"seed-style ({model_desc}, torch fp32, {health['torch_threads']} thr{random_weights})"
+        return bench_server(label, url, proc.pid, images, args, expect=("prediction", "confidence"))
+
+
+def write_json(path: Path, rows: list[ServerResult], bound: Bound) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    servers = {
+        r.name: {
+            "phases": {c: {**asdict(p), "rps": p.rps} for c, p in r.phases.items()},
+            "peak_rss_mb": r.peak_rss_mb,
+        }
+        for r in rows
+    }
+    path.write_text(json.dumps({"servers": servers, "bound": bound.to_dict()}, indent=2) + "\n")
+    print(f"results written to {path}")
+
+
+def main() -> None:
+    args = parse_args()
+    peers = [] if args.overload else parse_peers(args.peers)
+    check_venvs(peers)
     images = load_images(args.images)
     model = args.model.resolve()
     meta = json.loads((model / "model.json").read_text())
@@ -410,47 +529,25 @@ def main() -> None:
     env = {**os.environ, "CATSDOGS_LOG_LEVEL": "WARNING", "CATSDOGS_INFERENCE_THREADS": str(args.threads)}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    cmd = [*cli_command(), "serve", "--host", "127.0.0.1", "--port", str(port), "--model", str(model)]
-    cmd += ["--workers", str(args.workers), "--backend", args.backend]
-    with running(cmd, url, "/ready", env) as proc:
+    with our_server(args, model, env) as (url, pid):
         info = httpx.get(url + "/model").json()
         if args.overload:
-            result = overload(url, proc.pid, images, args)
+            result = overload(url, pid, images, args)
             if args.json:
                 args.json.parent.mkdir(parents=True, exist_ok=True)
                 args.json.write_text(json.dumps(result, indent=2) + "\n")
             return
-        label = f"catsdogs ({info['backend']}, {info['threads']} thr{', raw body' if args.raw_body else ''})"
-        ours = bench_server(label, url, proc.pid, images, args, raw=args.raw_body)
+        where = f" at {args.url}" if args.url else ""
+        label = f"catsdogs{where} ({info['backend']}, {info['threads']} thr{', raw body' if args.raw_body else ''})"
+        ours = bench_server(label, url, pid, images, args, raw=args.raw_body)
 
-    base = None
-    if not args.skip_baseline:
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        cmd = [sys.executable, str(Path(__file__).with_name("baseline_server.py")), "--model", str(model)]
-        cmd += ["--torch-threads", str(args.baseline_threads), "--architecture", args.baseline]
-        with running([*cmd, "--port", str(port)], url, "/health", env) as proc:
-            health = httpx.get(url + "/health").json()
-            random_weights = ", random weights" if health["weights"] == "random weights" else ""
-            model_desc = f"{health['architecture']} {health['image_size']}px"
-            label = f"baseline ({model_desc}, torch fp32, {health['torch_threads']} thr{random_weights})"
-            base = bench_server(label, url, proc.pid, images, args)
-
-    print_table(ours, base, args.concurrency)
-    one, eight = ours.phases.get(1), ours.phases.get(8)
-    # The serving goals (README "Speed"): p50 <= 4 ms at c=1, >= 8x the baseline's req/s at c=8.
-    if one:
-        print(f"\ntarget p50 <= 4 ms at c=1: {one.p50_ms:.1f} ms -> {'MET' if one.p50_ms <= 4 else 'NOT MET'}")
-    if base and eight and 8 in base.phases:
-        ratio = eight.rps / base.phases[8].rps
-        print(f"target >= 8x baseline req/s at c=8: {ratio:.1f}x -> {'MET' if ratio >= 8 else 'NOT MET'}")
+    batch = Settings().micro_batch_size  # the server's micro-batch limit (CATSDOGS_MICRO_BATCH_SIZE), for all
+    bound = measure_bound(model, info, batch, args, env)
+    rows = [ours] + [bench_peer(name, model, info, batch, images, args, env) for name in peers]
+    base = None if args.skip_baseline else bench_baseline(model, images, args, env)
+    report([*rows, *([base] if base else [])], rows[1:], base, bound, args.concurrency)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        out = {r.name: {c: {**asdict(p), "rps": p.rps} for c, p in r.phases.items()} for r in [ours, base] if r}
-        args.json.write_text(json.dumps(out, indent=2) + "\n")
-        print(f"results written to {args.json}")
+        write_json(args.json, [*rows, *([base] if base else [])], bound)
 
 
 if __name__ == "__main__":
