@@ -9,7 +9,7 @@ size. These limits act before the ASGI app sees the request, where no middleware
 * at most ``max_header_bytes`` of head (431 and close), and at most ``max_header_count`` fields (431).
 
 The body read timeout (408) is in the ASGI middleware (``BodyGuardMiddleware``): the app reads the body.
-Selected with ``uvicorn.run(http="catsdogs.serve.protocol:HardenedHttpToolsProtocol")`` by ``catsdogs serve``.
+``catsdogs serve`` runs its subclass ``catsdogs.serve.drain.DrainingHttpToolsProtocol`` (uvicorn's ``http=``).
 """
 
 from __future__ import annotations
