@@ -145,7 +145,14 @@ def model_input_of(image: Image.Image) -> np.ndarray:
 class ServerProcess:
     """``catsdogs serve`` in a subprocess on 127.0.0.1; its output (JSON logs) goes to a file."""
 
-    def __init__(self, tmp: Path, bundle: Path, workers: int = 1, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        tmp: Path,
+        bundle: Path,
+        workers: int = 1,
+        env: dict[str, str] | None = None,
+        own_process_group: bool = False,
+    ):
         self.port = free_port()
         self.workers = workers
         self.url = f"http://127.0.0.1:{self.port}"
@@ -156,7 +163,11 @@ class ServerProcess:
         self._log = self.log_path.open("wb")
         args = ["serve", "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers)]
         self.proc = subprocess.Popen(
-            [cli, *args, "--model", str(bundle)], stdout=self._log, stderr=subprocess.STDOUT, env=full_env
+            [cli, *args, "--model", str(bundle)],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            start_new_session=own_process_group,  # a process group of its own, for a signal to all of it
         )
 
     def wait_ready(self) -> None:

@@ -126,24 +126,26 @@ def serve(
 
     import uvicorn
 
+    from catsdogs.serve import supervisor
     from catsdogs.serve.logging import configure_logging, uvicorn_log_config
 
     configure_logging(settings.log_format, settings.log_level)
-    uvicorn.run(
+    config = uvicorn.Config(
         "catsdogs.serve.app:create_app",
         factory=True,
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
         loop="auto",  # uvloop when installed (uvicorn[standard])
-        # httptools plus a header deadline, header size and count limits (docs/serving.md)
-        http="catsdogs.serve.protocol:HardenedHttpToolsProtocol",
+        # httptools plus a header deadline, header size and count limits, and a drain that loses no request
+        http="catsdogs.serve.drain:DrainingHttpToolsProtocol",
         timeout_keep_alive=settings.keepalive_timeout_s,  # type: ignore[arg-type]  # a float works
         access_log=False,  # replaced by our structured access log
         log_config=uvicorn_log_config(settings.log_format, settings.log_level),
         server_header=False,
         timeout_graceful_shutdown=settings.shutdown_timeout_s,  # type: ignore[arg-type]  # after the drain delay
     )
+    supervisor.run(config)  # uvicorn.run, with the parent's copy of the listener closed at shutdown
 
 
 def _collect(paths: list[Path]) -> list[Path | dict[str, Any]]:

@@ -9,7 +9,7 @@ size. These limits act before the ASGI app sees the request, where no middleware
 * at most ``max_header_bytes`` of head (431 and close), and at most ``max_header_count`` fields (431).
 
 The body read timeout (408) is in the ASGI middleware (``BodyGuardMiddleware``): the app reads the body.
-Selected with ``uvicorn.run(http="catsdogs.serve.protocol:HardenedHttpToolsProtocol")`` by ``catsdogs serve``.
+``catsdogs serve`` runs its subclass ``catsdogs.serve.drain.DrainingHttpToolsProtocol`` (uvicorn's ``http=``).
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._tail = b""
         self._rejection: tuple[int, str, str] | None = None
+        self._request_read = True  # the parser has seen the whole of the current request (body included)
 
     # --- the head deadline ----------------------------------------------------------------------------
     def _arm_head_timer(self) -> None:
@@ -84,8 +85,21 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         pipelined = bool(self.pipeline)  # a queued request starts now: its head is already complete
         super().on_response_complete()
-        if not pipelined and not self.transport.is_closing():
+        # An early answer (503 shed, 413) can complete before the request body was read: the rest of that
+        # body is not the next request's head. The head deadline starts once the request has been read.
+        if not pipelined and not self.transport.is_closing() and self._request_read:
             self._arm_head_timer()  # the next request's head has the same deadline
+
+    def on_message_begin(self) -> None:
+        self._request_read = False
+        super().on_message_begin()
+
+    def on_message_complete(self) -> None:
+        self._request_read = True
+        super().on_message_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.response_complete and not self.pipeline and not self.transport.is_closing():
+            self._arm_head_timer()  # answered before its body was read: now the connection waits for a head
 
     # --- size and count ---------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
