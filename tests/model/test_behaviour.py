@@ -244,7 +244,8 @@ def test_catsdogs_predict_says_not_a_cat_or_dog(tmp_path: Path, uploads_dir: Pat
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert [r["is_cat_or_dog"] for r in rows] == [False, True]
-    assert rows[0]["note"] == f"this looks like {'an' if rows[0]['looks_like'][0] in 'aeiou' else 'a'} "
-    f"{rows[0]['looks_like']}, not a cat or a dog"
+    looks_like = rows[0]["looks_like"]
+    article = "an" if looks_like[0] in "aeiou" else "a"
+    assert rows[0]["note"] == f"this looks like {article} {looks_like}, not a cat or a dog"
     assert rows[1]["prediction"] == "cat" and "looks_like" not in rows[1]
     assert "1 not a cat or a dog" in result.stderr
