@@ -19,6 +19,7 @@ from starlette.staticfiles import StaticFiles
 
 from catsdogs import __version__
 from catsdogs.core.cpus import available_cpus
+from catsdogs.serve.admission import model_runners
 from catsdogs.serve.batching import MicroBatcher
 from catsdogs.serve.errors import install_error_handlers
 from catsdogs.serve.logging import configure_logging
@@ -60,20 +61,6 @@ class OptionalStaticFiles(StaticFiles):
 NEVER_SHED = frozenset({"/health", "/ready", "/metrics", *v2.PROBES})
 
 
-def model_runners(threads: int) -> int:
-    """How many model runs fit side by side on the CPUs."""
-    return max(1, available_cpus() // max(1, threads))
-
-
-def inference_concurrency(runners: int, micro_batch_size: int) -> int:
-    """How many requests may decode + run at once: enough to keep every CPU busy, no more.
-
-    One run more than the CPUs can run side by side, so images are decoded while the model runs others;
-    with micro-batching each of those runs is a batch.
-    """
-    return (runners + 1) * micro_batch_size
-
-
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: ServiceState = app.state.service
@@ -81,7 +68,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     configure_logging(settings.log_format, settings.log_level)
     threads = settings.inference_threads or available_cpus()
     runners = model_runners(threads)
-    state.limiter = anyio.CapacityLimiter(inference_concurrency(runners, settings.micro_batch_size))
+    state.limiter = anyio.CapacityLimiter(state.admission.slots)
     if settings.micro_batch_size > 1:
         state.batcher = MicroBatcher(settings.micro_batch_size, runners, state.metrics)
     state.reload_lock = asyncio.Lock()
@@ -140,7 +127,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         AdmissionMiddleware,
         metrics=app.state.service.metrics,
-        max_pending=settings.max_pending_requests,
+        admission=app.state.service.admission,
         exempt=NEVER_SHED,
     )
     route_templates = RouteTemplates(templates, mounts=["/static"])

@@ -165,8 +165,9 @@ ERROR_DESCRIPTIONS = {
     422: "FastAPI's validation error: a required field (e.g. the multipart field `file`) is missing or invalid.",
     408: "The request body did not arrive within the body timeout.",
     431: "The request headers are too large or too many.",
-    503: "Not available: `not_ready` = the model is loading or failed to load; `overloaded` = this worker's "
-    "queue is full (load shedding); retry after `Retry-After` seconds. `ui_not_available` = no web page.",
+    503: "Not available: `not_ready` = the model is loading or failed to load; `overloaded` = the answer would "
+    "wait for the model longer than the latency budget, or this worker holds its most requests (load "
+    "shedding; the connection is closed); retry after `Retry-After` seconds. `ui_not_available` = no web page.",
 }
 
 ERROR_CATALOG: dict[int, list[tuple[str, str]]] = {

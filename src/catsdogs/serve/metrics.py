@@ -136,8 +136,16 @@ class Metrics:
         )
         self.requests_shed = Counter(
             "catsdogs_requests_shed",
-            "Requests answered 503 at once by admission control (the worker was at capacity).",
+            "Requests answered 503 by admission control: too many in the worker, or a wait for the model over "
+            "the latency budget (CATSDOGS_MAX_QUEUE_WAIT_S).",
             registry=r,
+        )
+        self.service_time = Gauge(
+            "catsdogs_inference_service_seconds",
+            "Moving average of one request's time in an inference slot (decode + model run): what admission "
+            "control sizes the queue from.",
+            registry=r,
+            multiprocess_mode="livemax",
         )
 
     def set_model(self, version: str, backend: str) -> None:

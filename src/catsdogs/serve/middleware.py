@@ -1,7 +1,8 @@
 """Pure ASGI middleware (cheaper than BaseHTTPMiddleware, and it can see the raw body stream).
 
 ``RequestContextMiddleware`` (outermost): request id, access log, HTTP metrics.
-``AdmissionMiddleware``: sheds load (503 + Retry-After) beyond a bounded number of requests per worker.
+``AdmissionMiddleware``: sheds load (503 + Retry-After) when a request would wait for the model longer than
+the latency budget (serve/admission.py), or beyond a bounded number of requests per worker.
 ``BodyGuardMiddleware``: refuses oversized (413) and stalled (408) bodies while they stream in.
 """
 
@@ -22,6 +23,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from catsdogs.serve.admission import Admission
 from catsdogs.serve.errors import APIError, error_body
 from catsdogs.serve.logging import request_id_var
 from catsdogs.serve.metrics import Metrics
@@ -142,44 +144,49 @@ async def _send_500(send: Send) -> None:
     await send({"type": "http.response.body", "body": response.body})
 
 
-class AdmissionMiddleware:
-    """Admission control: at most ``max_pending`` requests in this worker (running + waiting for the model).
+# A shed request's connection is closed: a client that ignores Retry-After pays a reconnect (a flood of
+# instant retries on kept-alive connections halves the worker's goodput: docs/serving.md), and behind a
+# balancer the reconnect may land on another replica.
+SHED_HEADERS = {"Connection": "close"}
 
-    Beyond it a request is answered 503 at once, with ``Retry-After``, instead of joining a queue that
-    only grows: the accepted ones keep their latency and a caller learns at once to retry (or go to
-    another replica). Probes and metrics are never shed: an overloaded pod is busy, not dead or unready.
+
+class AdmissionMiddleware:
+    """Sheds load when a request's head arrives, before its body is read (serve/admission.py decides).
+
+    A request whose estimated wait for the model is over the budget, or one more than ``admission.limit``
+    (a bound on the bodies in memory), is answered 503 at once with ``Retry-After`` and the code
+    ``overloaded``: the accepted ones keep their latency, a caller learns at once to retry (or go to
+    another replica), and a refusal is cheap. Probes and metrics are never shed: an overloaded pod is
+    busy, not dead or unready.
     """
 
-    def __init__(
-        self, app: ASGIApp, metrics: Metrics, max_pending: int, exempt: frozenset[str], retry_after_s: int = 1
-    ):
+    def __init__(self, app: ASGIApp, metrics: Metrics, admission: Admission, exempt: frozenset[str]):
         self.app = app
         self.metrics = metrics
-        self.max_pending = max_pending
+        self.admission = admission
         self.exempt = exempt
-        self.retry_after = str(retry_after_s)
-        self.pending = 0  # one event loop per worker: no lock needed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.exempt:
             await self.app(scope, receive, send)
             return
-        if self.pending >= self.max_pending:
+        refusal = self.admission.try_enter()
+        if refusal is not None:
             self.metrics.requests_shed.inc()
             scope.setdefault("state", {})["error_code"] = "overloaded"
-            message = f"the server is at capacity ({self.max_pending} requests in progress); retry shortly"
+            retry_after = self.admission.retry_after_s()
+            message = f"the server is at capacity: {refusal}; retry shortly"
             response = JSONResponse(
-                error_body("overloaded", message, retry_after=int(self.retry_after)),
+                error_body("overloaded", message, retry_after=retry_after),
                 status_code=503,
-                headers={"Retry-After": self.retry_after},
+                headers=SHED_HEADERS | {"Retry-After": str(retry_after)},
             )
             await response(scope, receive, send)
             return
-        self.pending += 1
         try:
             await self.app(scope, receive, send)
         finally:
-            self.pending -= 1
+            self.admission.leave()
 
 
 class BodyGuardMiddleware:

@@ -58,10 +58,15 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(32 * 1024, ge=1024, description="Largest request head (else 431, close).")
     max_header_count: int = Field(100, ge=10, description="Most header fields in a request (else 431, close).")
     max_pending_requests: int = Field(
-        32, ge=1, description="Requests per worker, running or queued, beyond which new ones get 503 at once."
+        32,
+        ge=1,
+        description="Requests per worker in the app (bodies in memory); one more gets 503 before its body is read.",
     )
     max_queue_wait_s: float = Field(
-        0.5, gt=0, description="Longest wait for an inference slot; beyond it the request is shed (503)."
+        0.1,
+        gt=0,
+        description="Latency budget: a request whose estimated wait for the model (from the measured service "
+        "time) is longer is shed at once (503 + Retry-After); none waits longer once admitted.",
     )
     max_lossless_pixels: int = Field(
         16_000_000, gt=0, description="Pixel cap of formats decoded in full (PNG, BMP, GIF, WebP, TIFF); JPEG: above."

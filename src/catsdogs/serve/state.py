@@ -12,8 +12,10 @@ from typing import Literal
 import anyio
 import numpy as np
 
+from catsdogs.core.cpus import available_cpus
 from catsdogs.core.transforms import InvalidImageError
 from catsdogs.inference.predictor import ModelLoadError, Prediction, PredictionError, PredictionResult, Predictor
+from catsdogs.serve.admission import Admission, inference_slots
 from catsdogs.serve.batching import MicroBatcher
 from catsdogs.serve.decode import DecodeBudget, MiB, screen
 from catsdogs.serve.errors import APIError
@@ -40,6 +42,7 @@ class ServiceState:
     status: Status = "loading"
     reason: str = "the model is loading"
     limiter: anyio.CapacityLimiter | None = None
+    admission: Admission = field(init=False)  # the limiter (set by the lifespan) has admission.slots slots
     batcher: MicroBatcher | None = None  # set by the lifespan when micro_batch_size > 1
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # replaced in the lifespan's event loop
     decode_budget: DecodeBudget = field(init=False)
@@ -49,7 +52,10 @@ class ServiceState:
         self.draining = True
 
     def __post_init__(self) -> None:
-        self.decode_budget = DecodeBudget(self.settings.decode_memory_mb * MiB)
+        s = self.settings
+        self.decode_budget = DecodeBudget(s.decode_memory_mb * MiB)
+        slots = inference_slots(s.inference_threads or available_cpus(), s.micro_batch_size)
+        self.admission = Admission(budget_s=s.max_queue_wait_s, slots=slots, limit=s.max_pending_requests)
 
     @property
     def ready(self) -> bool:
@@ -116,35 +122,42 @@ class ServiceState:
         )
 
     async def infer(self, predictor: Predictor, images: list[bytes]) -> list[PredictionResult]:
-        """Decode + model run off the event loop; the limiter bounds how many requests are inside at once.
+        """Decode + model run off the event loop, in an inference slot (the limiter bounds them).
 
-        A request that waits longer than ``max_queue_wait_s`` for a slot is shed (503): under overload the
-        accepted requests keep a bounded latency instead of all of them getting slower together.
-        A single image goes through the micro-batcher (if on); several images are already one model run.
+        The request was admitted on an estimate of its wait (``AdmissionMiddleware``); one that still
+        waits longer than ``max_queue_wait_s`` for a slot is shed (503), so that none answers late. Each
+        slot hold feeds the service time that the next admissions are estimated from.
         """
         limiter = self.limiter
         if limiter is None:  # not started by the lifespan (direct use): no queue to bound
-            return await anyio.to_thread.run_sync(self._infer, predictor, images)
+            return await self._run(predictor, images)
+        budget = self.settings.max_queue_wait_s
         acquired = False
-        with anyio.move_on_after(self.settings.max_queue_wait_s):
+        with anyio.move_on_after(budget):
             await limiter.acquire()
             acquired = True  # no await in between: a timeout cannot strike after the slot was taken
         if not acquired:
             self.metrics.requests_shed.inc()
-            wait = self.settings.max_queue_wait_s
             raise APIError(
                 503,
                 "overloaded",
-                f"the server is at capacity: no inference slot within {wait:g} s; retry shortly",
-                headers={"Retry-After": "1"},
+                f"the server is at capacity: no inference slot within the {budget:g} s budget; retry shortly",
+                headers={"Retry-After": str(self.admission.retry_after_s()), "Connection": "close"},
             )
+        start = time.perf_counter()
         try:
-            if self.batcher is not None and len(images) == 1:
-                image = await anyio.to_thread.run_sync(self._decode_one, predictor, images[0])
-                return [image if isinstance(image, PredictionError) else await self.batcher.predict(predictor, image)]
-            return await anyio.to_thread.run_sync(self._infer, predictor, images)
+            return await self._run(predictor, images)
         finally:
             limiter.release()
+            self.admission.observe(time.perf_counter() - start)
+            self.metrics.service_time.set(self.admission.service_s)
+
+    async def _run(self, predictor: Predictor, images: list[bytes]) -> list[PredictionResult]:
+        """A single image goes through the micro-batcher (if on); several images are already one model run."""
+        if self.batcher is not None and len(images) == 1:
+            image = await anyio.to_thread.run_sync(self._decode_one, predictor, images[0])
+            return [image if isinstance(image, PredictionError) else await self.batcher.predict(predictor, image)]
+        return await anyio.to_thread.run_sync(self._infer, predictor, images)
 
     def _infer(self, predictor: Predictor, images: list[bytes]) -> list[PredictionResult]:
         """Blocking: refuse what costs too much to decode, wait for decode memory, then predict."""
