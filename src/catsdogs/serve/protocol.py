@@ -39,6 +39,36 @@ class _HeaderLimitExceeded(Exception):
     pass
 
 
+# After an early answer with Connection: close (503 shed, 413), the rest of the body is read and dropped
+# for at most this long before the socket closes: closing with unread data sends a reset, and a client
+# still sending its body would lose the answer (httpx did, in scripts/bench_overload.py). nginx's
+# lingering_close does the same.
+LINGER_S = 2.0
+
+
+class _LingeringClose:
+    """The transport as a request's cycle sees it: ``close()`` before the request was read half-closes.
+
+    The answer and a FIN go out at once; the socket closes when the body has been read (dropped), or
+    after ``LINGER_S``.
+    """
+
+    def __init__(self, transport: asyncio.Transport, protocol: HardenedHttpToolsProtocol):
+        self._transport = transport
+        self._protocol = protocol
+
+    def close(self) -> None:
+        protocol = self._protocol
+        if protocol._request_read or self._transport.is_closing() or not self._transport.can_write_eof():
+            self._transport.close()
+            return
+        self._transport.write_eof()
+        protocol._linger()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class HardenedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, settings: Settings | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -52,6 +82,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         self._tail = b""
         self._rejection: tuple[int, str, str] | None = None
         self._request_read = True  # the parser has seen the whole of the current request (body included)
+        self._lingering: asyncio.TimerHandle | None = None  # half-closed: reading the rest of a body
 
     # --- the head deadline ----------------------------------------------------------------------------
     def _arm_head_timer(self) -> None:
@@ -80,7 +111,15 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
+        if self._lingering is not None:
+            self._lingering.cancel()
         super().connection_lost(exc)
+
+    # --- lingering close --------------------------------------------------------------------------------
+    def _linger(self) -> None:
+        self._cancel_head_timer()
+        if self._lingering is None:
+            self._lingering = self.loop.call_later(LINGER_S, self.transport.close)
 
     def on_response_complete(self) -> None:
         pipelined = bool(self.pipeline)  # a queued request starts now: its head is already complete
@@ -96,6 +135,9 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._request_read = True
+        if self._lingering is not None:  # the body of an answered request is read: now close
+            self.transport.close()
+            return
         super().on_message_complete()
         cycle = self.cycle
         if cycle is not None and cycle.response_complete and not self.pipeline and not self.transport.is_closing():
@@ -127,6 +169,7 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         self._awaiting_head = False
         self._cancel_head_timer()
         super().on_headers_complete()
+        self.cycle.transport = _LingeringClose(self.transport, self)  # type: ignore[assignment]
 
     def send_400_response(self, msg: str) -> None:
         if self._rejection is not None:
