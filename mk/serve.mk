@@ -4,7 +4,7 @@ MODEL ?=
 WORKERS ?=
 BENCH_ARGS ?=
 
-.PHONY: run serve predict bench
+.PHONY: run serve predict bench bench-overload
 # The address to open: 0.0.0.0 listens everywhere, and localhost is one of those places.
 OPEN_URL = http://$(if $(filter 0.0.0.0,$(HOST)),localhost,$(HOST)):$(PORT)
 
@@ -21,6 +21,9 @@ predict: install-serve ## Classify images from the shell: make predict IMAGES="a
 
 bench: init bench-peers-venv ## Our API vs BentoML, LitServe and the seed-style server, with the physical bound (BENCH_ARGS="--requests 300 --json reports/bench.json")
 	$(PY) scripts/bench.py $(if $(MODEL),--model $(MODEL)) $(BENCH_ARGS)
+
+bench-overload: init ## 256 closed-loop clients of four kinds against catsdogs serve: accepted p50/p99, shed share, goodput (BENCH_ARGS="--json reports/overload_256.json")
+	$(PY) scripts/bench_overload.py $(if $(MODEL),--model $(MODEL)) $(BENCH_ARGS)
 
 # The Open Inference Protocol (KServe V2) clients that tests/api/test_v2_clients.py drives: tritonclient and kserve
 # pin ml-dtypes and psutil below requirements/lock.txt, so they get a venv of their own (~500 MB, no torch).

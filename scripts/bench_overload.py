@@ -239,7 +239,7 @@ def main() -> None:
     else:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "CATSDOGS_LOG_LEVEL": "WARNING", **dict(e.split("=", 1) for e in args.env)}
+        env = {**os.environ, **dict(e.split("=", 1) for e in args.env)}  # default settings, logging included
         cmd = [*cli_command(), "serve", "--model", str(args.model), "--host", "127.0.0.1", "--port", str(port)]
         with running(cmd, url, "/ready", env) as proc:
             rows = bench(url, proc.pid, images, args)

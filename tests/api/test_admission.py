@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from catsdogs.serve.admission import Admission
+from catsdogs.serve.middleware import LogSampler
 from support import wait_until
 
 ClientFactory = Callable[..., TestClient]
@@ -175,3 +176,16 @@ def test_a_request_over_the_budget_is_shed_at_once_without_waiting(make_client: 
     assert sorted(r.status_code for r in results) == [200, 200, 200]
     assert service.admission.inside == 0
     assert service.admission.service_s > 0.001  # the held requests' time in the model was measured
+
+
+def test_shed_requests_are_logged_once_a_second_with_the_count_skipped() -> None:
+    now = [100.0]
+    sampler = LogSampler(period_s=1.0, clock=lambda: now[0])
+    assert sampler.take() == 0  # the first one is logged
+    assert [sampler.take() for _ in range(500)] == [None] * 500  # a flood within the second: not logged
+    now[0] += 1.0
+    assert sampler.take() == 500  # the next line says how many were not
+    now[0] += 0.5
+    assert sampler.take() is None
+    now[0] += 0.6
+    assert sampler.take() == 1

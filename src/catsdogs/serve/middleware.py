@@ -58,6 +58,27 @@ class RouteTemplates:
         return UNMATCHED_ROUTE
 
 
+class LogSampler:
+    """At most one log line per ``period_s``: under a flood of shed requests (thousands a second), one
+    access-log line each would spend the CPU the accepted ones need. The metrics still count every one."""
+
+    def __init__(self, period_s: float = 1.0, clock: Callable[[], float] = time.monotonic):
+        self.period_s = period_s
+        self.clock = clock
+        self._next_at = float("-inf")
+        self._skipped = 0
+
+    def take(self) -> int | None:
+        """None: skip this line. Else log it, with the count of lines skipped since the last one."""
+        now = self.clock()
+        if now < self._next_at:
+            self._skipped += 1
+            return None
+        self._next_at = now + self.period_s
+        skipped, self._skipped = self._skipped, 0
+        return skipped
+
+
 class RequestContextMiddleware:
     def __init__(
         self, app: ASGIApp, metrics: Metrics, routes: RouteTemplates, draining: Callable[[], bool] = lambda: False
@@ -66,6 +87,7 @@ class RequestContextMiddleware:
         self.metrics = metrics
         self.routes = routes
         self.draining = draining  # True once SIGTERM arrived: clients are asked to leave keep-alive connections
+        self.shed_log = LogSampler()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -134,6 +156,11 @@ class RequestContextMiddleware:
             fields["client"] = client[0]
         if error_code:
             fields["error"] = error_code
+        if error_code == "overloaded":
+            skipped = self.shed_log.take()
+            if skipped is None:
+                return
+            fields["shed_not_logged"] = skipped  # shed since the last line logged (all in the metrics)
         fields.update(state.get("log_fields", {}))
         access_log.info("request", extra=fields)
 
