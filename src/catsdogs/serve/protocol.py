@@ -42,15 +42,16 @@ class _HeaderLimitExceeded(Exception):
 # After an early answer with Connection: close (503 shed, 413), the rest of the body is read and dropped
 # for at most this long before the socket closes: closing with unread data sends a reset, and a client
 # still sending its body would lose the answer (httpx did, in scripts/bench_overload.py). nginx's
-# lingering_close does the same.
+# lingering_close does the same. It also stops after one largest accepted body: a client sending more
+# than any route accepts gets the reset, and the server's bandwidth is not spent on it.
 LINGER_S = 2.0
 
 
 class _LingeringClose:
     """The transport as a request's cycle sees it: ``close()`` before the request was read half-closes.
 
-    The answer and a FIN go out at once; the socket closes when the body has been read (dropped), or
-    after ``LINGER_S``.
+    The answer and a FIN go out at once; the socket closes when the body has been read (dropped), after
+    ``LINGER_S``, or after ``linger_max_bytes`` (one largest accepted upload) were dropped.
     """
 
     def __init__(self, transport: asyncio.Transport, protocol: HardenedHttpToolsProtocol):
@@ -76,6 +77,8 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         self.header_timeout = s.header_timeout_s
         self.max_header_bytes = s.max_header_bytes
         self.max_header_count = s.max_header_count
+        self.linger_max_bytes = s.body_limit
+        self._lingered_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
         self._awaiting_head = True
         self._head_bytes = 0
@@ -145,6 +148,11 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
 
     # --- size and count ---------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
+        if self._lingering is not None:
+            self._lingered_bytes += len(data)
+            if self._lingered_bytes > self.linger_max_bytes:
+                self.transport.close()
+                return
         if self._awaiting_head:
             end = (self._tail + data).find(_END_OF_HEAD)
             head_part = len(data) if end < 0 else end + len(_END_OF_HEAD) - len(self._tail)
