@@ -47,6 +47,7 @@ class Tally:
         self.statuses: Counter[str] = Counter()
         self.accepted_ms: list[float] = []
         self.shed_ms: list[float] = []
+        self.loop_lag_ms: list[float] = []  # asyncio clients: how late their own event loop ran (client-bound?)
         self._lock = threading.Lock()
 
     def add(self, status: str, ms: float) -> None:
@@ -56,6 +57,13 @@ class Tally:
                 self.accepted_ms.append(ms)
             elif status == "503":
                 self.shed_ms.append(ms)
+
+
+async def watch_loop_lag(tally: Tally, stop_at: float, period_s: float = 0.01) -> None:
+    """How late the client's event loop wakes: time a client's answer waited in its own process."""
+    while (start := time.perf_counter()) < stop_at:
+        await asyncio.sleep(period_s)
+        tally.loop_lag_ms.append((time.perf_counter() - start - period_s) * 1000)
 
 
 async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
@@ -93,7 +101,7 @@ async def raw_clients(port: int, requests: list[bytes], clients: int, seconds: f
         if conn is not None:
             conn[1].close()
 
-    await asyncio.gather(*(client(k) for k in range(clients)))
+    await asyncio.gather(watch_loop_lag(tally, stop_at), *(client(k) for k in range(clients)))
     return tally
 
 
@@ -116,7 +124,7 @@ async def httpx_clients(url: str, images: list[tuple[str, bytes]], clients: int,
                 tally.add(key, (time.perf_counter() - start) * 1000)
                 i += clients
 
-        await asyncio.gather(*(client(k) for k in range(clients)))
+        await asyncio.gather(watch_loop_lag(tally, stop_at), *(client(k) for k in range(clients)))
     return tally
 
 
@@ -178,6 +186,7 @@ def summary(kind: str, tally: Tally, seconds: float, cpu_s: float, client_cpu_s:
         # the client shares the machine's cores: a client that needs more CPU per answer than the server
         # is what limits (and delays) its own requests
         "client_cpu_ms_per_answer": round(1000 * client_cpu_s / total, 2) if total else float("nan"),
+        "client_loop_lag_p99_ms": round(percentile(sorted(tally.loop_lag_ms), 99), 1) if tally.loop_lag_ms else None,
     }
 
 
@@ -200,14 +209,16 @@ def bench(url: str, pid: int, images: list[tuple[str, bytes]], args: argparse.Na
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    print("\n| client | 200 | 503 | other | accepted p50 | accepted p99 | shed share | goodput |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n| client | 200 | 503 | other | accepted p50 | accepted p99 | shed share | goodput | client loop lag p99 |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         a = r["answers"]
         other = sum(v for k, v in a.items() if k not in ("200", "503"))
+        lag = "-" if r["client_loop_lag_p99_ms"] is None else f"{r['client_loop_lag_p99_ms']:.0f} ms"
         print(
             f"| {r['client']} | {a.get('200', 0)} | {a.get('503', 0)} | {other} | {r['accepted_p50_ms']:.0f} ms "
-            f"| {r['accepted_p99_ms']:.0f} ms | {100 * r['shed_share']:.1f} % | {r['goodput_rps']:.1f} req/s |"
+            f"| {r['accepted_p99_ms']:.0f} ms | {100 * r['shed_share']:.1f} % | {r['goodput_rps']:.1f} req/s "
+            f"| {lag} |"
         )
 
 

@@ -100,13 +100,13 @@ def test_a_client_that_disconnects_is_logged_as_499_without_a_traceback(caplog: 
     from starlette.requests import ClientDisconnect
 
     from catsdogs.serve.metrics import Metrics
-    from catsdogs.serve.middleware import RequestContextMiddleware, RouteTemplates
+    from catsdogs.serve.middleware import AccessRecorder, RequestContextMiddleware, RouteTemplates
 
     async def app(scope: dict, receive: object, send: object) -> None:
         raise ClientDisconnect()
 
     metrics = Metrics()
-    middleware = RequestContextMiddleware(app, metrics=metrics, routes=RouteTemplates(["/predict"], mounts=[]))
+    middleware = RequestContextMiddleware(app, record=AccessRecorder(metrics, RouteTemplates(["/predict"], mounts=[])))
     sent: list[dict] = []
 
     async def send(message: dict) -> None:

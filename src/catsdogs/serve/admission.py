@@ -9,8 +9,9 @@ side by side, should start after about
     wait = (n - slots + 1) * service_s / slots        (0 while a slot is free)
 
 It is shed at once (503, ``Retry-After``) when ``wait`` exceeds the budget, instead of queueing for
-seconds. The decision is made when the request's head arrives (``AdmissionMiddleware``), before its
-body is read: a refusal then costs little, which matters most when a flood of clients retries at once.
+seconds. The decision is made when the request's head arrives, before its body is read: in the HTTP
+protocol (serve/shedding.py), before any ASGI task exists, and again in ``AdmissionMiddleware``, which
+admits. A refusal then costs little, which matters most when a flood of clients retries at once.
 An admitted request that still waits for a slot past the budget (the estimate was optimistic) is shed
 then (``ServiceState.infer``), so none waits longer. Pure bookkeeping, one per worker, on the event loop.
 """
@@ -60,15 +61,21 @@ class Admission:
         """The most requests inside whose newest still starts within the budget (and within ``limit``)."""
         return min(self.limit, self.slots + math.floor(self.budget_s * self.slots / self.service_s))
 
-    def try_enter(self) -> str | None:
-        """Admit one request (``inside`` + 1), or say why not: the refusal's reason, for the 503's message."""
+    def refusal(self) -> str | None:
+        """Why a request arriving now would be refused (for the 503's message), or None: it would be admitted."""
         if self.inside >= self.limit:
             return f"{self.limit} requests are already in this worker"
         wait = self.estimated_wait()
         if wait > self.budget_s:
             return f"an answer would wait about {wait:.2f} s for the model, over the {self.budget_s:g} s budget"
-        self.inside += 1
         return None
+
+    def try_enter(self) -> str | None:
+        """Admit one request (``inside`` + 1), or say why not (``refusal``)."""
+        refusal = self.refusal()
+        if refusal is None:
+            self.inside += 1
+        return refusal
 
     def leave(self) -> None:
         self.inside -= 1

@@ -24,14 +24,10 @@ from catsdogs.serve.batching import MicroBatcher
 from catsdogs.serve.errors import install_error_handlers
 from catsdogs.serve.logging import configure_logging
 from catsdogs.serve.metrics import Metrics
-from catsdogs.serve.middleware import (
-    AdmissionMiddleware,
-    BodyGuardMiddleware,
-    RequestContextMiddleware,
-    RouteTemplates,
-)
+from catsdogs.serve.middleware import AccessRecorder, BodyGuardMiddleware, RequestContextMiddleware, RouteTemplates
 from catsdogs.serve.routes import admin, docs, health, info, metrics, predict, v2
 from catsdogs.serve.settings import Settings
+from catsdogs.serve.shedding import SHEDDER_STATE_KEY, AdmissionMiddleware, Shedder
 from catsdogs.serve.shutdown import install_drain_handler
 from catsdogs.serve.state import ServiceState
 
@@ -62,7 +58,7 @@ NEVER_SHED = frozenset({"/health", "/ready", "/metrics", *v2.PROBES})
 
 
 @contextlib.asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Shedder]]:
     state: ServiceState = app.state.service
     settings = state.settings
     configure_logging(settings.log_format, settings.log_level)
@@ -80,7 +76,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     loader = asyncio.create_task(state.load_initial())
     restore_sigterm = install_drain_handler(state.begin_drain, settings.drain_delay_s)
     try:
-        yield
+        # The lifespan state reaches the HTTP protocol too (uvicorn's app_state): it sheds at the head.
+        yield {SHEDDER_STATE_KEY: app.state.shedder}
     finally:
         restore_sigterm()
         loader.cancel()
@@ -113,6 +110,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     templates = [r.path for router in routers for r in router.routes if isinstance(r, APIRoute)]
     templates += [r.path for r in app.router.routes if isinstance(r, Route)]  # /docs, /openapi.json, ...
 
+    _install_middleware(app, settings, templates)
+    return app
+
+
+def _install_middleware(app: FastAPI, settings: Settings, templates: list[str]) -> None:
     per_file = f"images of at most {settings.max_upload_bytes:,} bytes are accepted"
 
     def body_limit(path: str) -> tuple[int, str]:
@@ -122,20 +124,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return v2.body_limit(settings), f"at most {settings.max_batch_files} {per_file}"
         return settings.body_limit, per_file
 
+    state: ServiceState = app.state.service
+    record = AccessRecorder(state.metrics, RouteTemplates(templates, mounts=["/static"]))
+    app.state.shedder = Shedder(state.admission, NEVER_SHED, record, rewrite_body=v2.error_body_for)
     # Added last = outermost: the request context sees (and logs) the body guard's and the shedder's answers.
     app.add_middleware(BodyGuardMiddleware, limit_for=body_limit, timeout=settings.body_timeout_s)
-    app.add_middleware(
-        AdmissionMiddleware,
-        metrics=app.state.service.metrics,
-        admission=app.state.service.admission,
-        exempt=NEVER_SHED,
-    )
-    route_templates = RouteTemplates(templates, mounts=["/static"])
-    app.add_middleware(
-        RequestContextMiddleware,
-        metrics=app.state.service.metrics,
-        routes=route_templates,
-        draining=lambda: app.state.service.draining,
-    )
+    app.add_middleware(AdmissionMiddleware, metrics=state.metrics, shedder=app.state.shedder)
+    app.add_middleware(RequestContextMiddleware, record=record, draining=lambda: state.draining)
     app.add_middleware(v2.ProtocolErrorBody)  # outermost: every error under /v2 gets the protocol's body
-    return app

@@ -1,8 +1,7 @@
 """Pure ASGI middleware (cheaper than BaseHTTPMiddleware, and it can see the raw body stream).
 
 ``RequestContextMiddleware`` (outermost): request id, access log, HTTP metrics.
-``AdmissionMiddleware``: sheds load (503 + Retry-After) when a request would wait for the model longer than
-the latency budget (serve/admission.py), or beyond a bounded number of requests per worker.
+(``AdmissionMiddleware``, which sheds load, is in serve/shedding.py.)
 ``BodyGuardMiddleware``: refuses oversized (413) and stalled (408) bodies while they stream in.
 """
 
@@ -23,7 +22,6 @@ from starlette.responses import JSONResponse
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from catsdogs.serve.admission import Admission
 from catsdogs.serve.errors import APIError, error_body
 from catsdogs.serve.logging import request_id_var
 from catsdogs.serve.metrics import Metrics
@@ -79,22 +77,61 @@ class LogSampler:
         return skipped
 
 
-class RequestContextMiddleware:
-    def __init__(
-        self, app: ASGIApp, metrics: Metrics, routes: RouteTemplates, draining: Callable[[], bool] = lambda: False
-    ):
-        self.app = app
+def request_id_for(incoming: str) -> str:
+    """The client's X-Request-ID if it is a sane one, else a new one."""
+    return incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+
+
+class AccessRecorder:
+    """A request's metrics and its access-log line, for the middleware and for refusals made in the protocol."""
+
+    def __init__(self, metrics: Metrics, routes: RouteTemplates):
         self.metrics = metrics
         self.routes = routes
-        self.draining = draining  # True once SIGTERM arrived: clients are asked to leave keep-alive connections
         self.shed_log = LogSampler()
+
+    def __call__(self, scope: Scope, state: dict[str, Any], request_id: str, status: int, elapsed: float) -> None:
+        method = scope["method"]
+        route = self.routes(scope)
+        m = self.metrics
+        m.http_requests.labels(method, route, str(status)).inc()
+        m.http_duration.labels(method, route).observe(elapsed)
+        error_code = state.get("error_code")
+        if error_code and status >= 400 and (route.startswith("/predict") or route.endswith("/infer")):
+            m.prediction_errors.labels(error_code).inc()
+        fields: dict[str, Any] = {
+            "request_id": request_id,
+            "method": method,
+            "route": route,
+            "path": scope["path"],
+            "status": status,
+            "latency_ms": round(elapsed * 1000.0, 2),
+        }
+        if client := scope.get("client"):
+            fields["client"] = client[0]
+        if error_code:
+            fields["error"] = error_code
+        if error_code == "overloaded":
+            skipped = self.shed_log.take()
+            if skipped is None:
+                return
+            fields["shed_not_logged"] = skipped  # shed since the last line logged (all in the metrics)
+        fields.update(state.get("log_fields", {}))
+        access_log.info("request", extra=fields)
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, record: AccessRecorder, draining: Callable[[], bool] = lambda: False):
+        self.app = app
+        self.metrics = record.metrics
+        self.record = record
+        self.draining = draining  # True once SIGTERM arrived: clients are asked to leave keep-alive connections
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = Headers(scope=scope).get("x-request-id", "")
-        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request_id = request_id_for(Headers(scope=scope).get("x-request-id", ""))
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
         token = request_id_var.set(request_id)
@@ -131,89 +168,14 @@ class RequestContextMiddleware:
                 await _send_500(send_with_id)
         finally:
             self.metrics.in_progress.dec()
-            self._record(scope, state, request_id, status, time.perf_counter() - start)
+            self.record(scope, state, request_id, status, time.perf_counter() - start)
             request_id_var.reset(token)
-
-    def _record(self, scope: Scope, state: dict[str, Any], request_id: str, status: int, elapsed: float) -> None:
-        """The request's metrics and its access-log line (cheap: counters and one log record)."""
-        method = scope["method"]
-        route = self.routes(scope)
-        m = self.metrics
-        m.http_requests.labels(method, route, str(status)).inc()
-        m.http_duration.labels(method, route).observe(elapsed)
-        error_code = state.get("error_code")
-        if error_code and status >= 400 and (route.startswith("/predict") or route.endswith("/infer")):
-            m.prediction_errors.labels(error_code).inc()
-        fields: dict[str, Any] = {
-            "request_id": request_id,
-            "method": method,
-            "route": route,
-            "path": scope["path"],
-            "status": status,
-            "latency_ms": round(elapsed * 1000.0, 2),
-        }
-        if client := scope.get("client"):
-            fields["client"] = client[0]
-        if error_code:
-            fields["error"] = error_code
-        if error_code == "overloaded":
-            skipped = self.shed_log.take()
-            if skipped is None:
-                return
-            fields["shed_not_logged"] = skipped  # shed since the last line logged (all in the metrics)
-        fields.update(state.get("log_fields", {}))
-        access_log.info("request", extra=fields)
 
 
 async def _send_500(send: Send) -> None:
     response = JSONResponse(error_body("internal_error", "internal server error"), status_code=500)
     await send({"type": "http.response.start", "status": 500, "headers": response.raw_headers})
     await send({"type": "http.response.body", "body": response.body})
-
-
-# A shed request's connection is closed: a client that ignores Retry-After pays a reconnect (a flood of
-# instant retries on kept-alive connections halves the worker's goodput: docs/serving.md), and behind a
-# balancer the reconnect may land on another replica.
-SHED_HEADERS = {"Connection": "close"}
-
-
-class AdmissionMiddleware:
-    """Sheds load when a request's head arrives, before its body is read (serve/admission.py decides).
-
-    A request whose estimated wait for the model is over the budget, or one more than ``admission.limit``
-    (a bound on the bodies in memory), is answered 503 at once with ``Retry-After`` and the code
-    ``overloaded``: the accepted ones keep their latency, a caller learns at once to retry (or go to
-    another replica), and a refusal is cheap. Probes and metrics are never shed: an overloaded pod is
-    busy, not dead or unready.
-    """
-
-    def __init__(self, app: ASGIApp, metrics: Metrics, admission: Admission, exempt: frozenset[str]):
-        self.app = app
-        self.metrics = metrics
-        self.admission = admission
-        self.exempt = exempt
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.exempt:
-            await self.app(scope, receive, send)
-            return
-        refusal = self.admission.try_enter()
-        if refusal is not None:
-            self.metrics.requests_shed.inc()
-            scope.setdefault("state", {})["error_code"] = "overloaded"
-            retry_after = self.admission.retry_after_s()
-            message = f"the server is at capacity: {refusal}; retry shortly"
-            response = JSONResponse(
-                error_body("overloaded", message, retry_after=retry_after),
-                status_code=503,
-                headers=SHED_HEADERS | {"Retry-After": str(retry_after)},
-            )
-            await response(scope, receive, send)
-            return
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.admission.leave()
 
 
 class BodyGuardMiddleware:

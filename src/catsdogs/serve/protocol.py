@@ -6,7 +6,9 @@ size. These limits act before the ASGI app sees the request, where no middleware
 
 * the head (request line + headers) must arrive within ``header_timeout_s`` of the connection being ready
   for a request (accepted, or the previous response sent): else 408 and close;
-* at most ``max_header_bytes`` of head (431 and close), and at most ``max_header_count`` fields (431).
+* at most ``max_header_bytes`` of head (431 and close), and at most ``max_header_count`` fields (431);
+* a request the load shedder refuses (serve/shedding.py) is answered 503 here, with no ASGI task;
+* an early answer (503, 413) lingers: the rest of its body is dropped before the socket closes.
 
 The body read timeout (408) is in the ASGI middleware (``BodyGuardMiddleware``): the app reads the body.
 ``catsdogs serve`` runs its subclass ``catsdogs.serve.drain.DrainingHttpToolsProtocol`` (uvicorn's ``http=``).
@@ -24,6 +26,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from catsdogs.serve.errors import error_body
 from catsdogs.serve.settings import Settings
+from catsdogs.serve.shedding import SHEDDER_STATE_KEY
 
 log = logging.getLogger("catsdogs.serve")
 _END_OF_HEAD = b"\r\n\r\n"
@@ -178,6 +181,19 @@ class HardenedHttpToolsProtocol(HttpToolsProtocol):
         self._cancel_head_timer()
         super().on_headers_complete()
         self.cycle.transport = _LingeringClose(self.transport, self)  # type: ignore[assignment]
+
+    # --- load shedding at the head -----------------------------------------------------------------------
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        """A request the shedder refuses is answered here, with no ASGI task: the cheapest refusal."""
+        shedder = (self.app_state or {}).get(SHEDDER_STATE_KEY)
+        answer = None if shedder is None else shedder.answer_at_head(cycle.scope, self.server_state.default_headers)
+        if answer is None:
+            super()._start_asgi_task(cycle, app)
+            return
+        cycle.response_complete = True  # the parser now drops the rest of this request's body
+        cycle.keep_alive = False
+        self.transport.write(answer)
+        _LingeringClose(self.transport, self).close()
 
     def send_400_response(self, msg: str) -> None:
         if self._rejection is not None:

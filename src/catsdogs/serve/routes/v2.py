@@ -320,6 +320,15 @@ def protocol_error_body(body: bytes) -> bytes:
     return json.dumps({"error": detail if isinstance(detail, str) else json.dumps(detail), **content}).encode()
 
 
+def error_body_for(path: str, body: bytes) -> bytes:
+    """The error body for ``path``: the protocol's under /v2, the API's elsewhere."""
+    return protocol_error_body(body) if is_protocol_path(path) else body
+
+
+def is_protocol_path(path: str) -> bool:
+    return path == PREFIX or path.startswith(PREFIX + "/")
+
+
 class ProtocolErrorBody:
     """Error answers under /v2, whoever made them (a route, the body guard, admission control, routing),
     get the protocol's body: V2 clients read the message from ``error``."""
@@ -329,7 +338,7 @@ class ProtocolErrorBody:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or not (path == PREFIX or path.startswith(PREFIX + "/")):
+        if scope["type"] != "http" or not is_protocol_path(path):
             await self.app(scope, receive, send)
             return
         start: Message | None = None
