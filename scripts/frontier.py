@@ -2,7 +2,8 @@
 
 Usage:
     python scripts/frontier.py NAME=BUNDLE[:TRAIN_DIR] [...] [--test NAME,...]
-        [--json reports/frontier.json] [--plot reports/frontier.png]
+        [--json reports/frontier.json] [--plot reports/frontier.png] [--int8 reports/int8_candidates.json]
+    python scripts/frontier.py --replot [--int8 ...]   # the plot again from --json, nothing measured
 
 Per bundle, on its default (served) backend:
 - val accuracy: the val split's files as uploaded bytes through ``Predictor.predict_bytes``, as /predict
@@ -93,7 +94,16 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
-def plot(rows: list[dict[str, Any]], path: Path) -> None:
+def int8_points(path: Path | None) -> list[tuple[str, float, float]]:
+    """(label, ms, val %) of the INT8 variants in ``scripts/int8_candidates.py``'s report, if given."""
+    if path is None:
+        return []
+    rows = json.loads(path.read_text())["rows"]
+    named = [(f"{Path(r['bundle']).name} {r['variant']}", r) for r in rows if r["variant"].startswith("int8")]
+    return [(label, min(r["model_ms_p50"]), 100 * r["val_accuracy"]) for label, r in named]
+
+
+def plot(rows: list[dict[str, Any]], path: Path, int8: list[tuple[str, float, float]]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -104,6 +114,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         ms = min(row["model_ms_p50"])
         ax.scatter(ms, 100 * row["val_accuracy"], color="tab:blue")
         ax.annotate(row["name"], (ms, 100 * row["val_accuracy"]), textcoords="offset points", xytext=(5, 4))
+    for i, (_, ms, acc) in enumerate(int8):
+        ax.scatter(ms, acc, color="tab:orange", marker="x", label="OpenVINO INT8 (NNCF)" if i == 0 else None)
     ax.axhline(100 * FLOOR, color="tab:red", linestyle="--", label="99 % floor (test)")
     ax.axvline(GOAL_MS, color="tab:green", linestyle="--", label=f"{GOAL_MS} ms goal")
     ax.set_xlabel("model-only p50, batch 1, ms (served backend)")
@@ -117,18 +129,25 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("candidates", nargs="+", metavar="NAME=BUNDLE[:TRAIN_DIR]")
+    parser.add_argument("candidates", nargs="*", metavar="NAME=BUNDLE[:TRAIN_DIR]")
     parser.add_argument("--test", default="", help="comma-separated names also measured on the test split")
     parser.add_argument("--params", type=Path, default=PROJECT_ROOT / "params.yaml")
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--json", type=Path, default=PROJECT_ROOT / "reports/frontier.json")
     parser.add_argument("--plot", type=Path, default=PROJECT_ROOT / "reports/frontier.png")
+    parser.add_argument("--int8", type=Path, help="overlay the INT8 variants of scripts/int8_candidates.py")
+    parser.add_argument("--replot", action="store_true", help="only draw --plot again from --json")
     args = parser.parse_args()
-    print(cpu_name())
-    rows = measure(args)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"cpu": cpu_name(), "rows": rows}, indent=2) + "\n")
-    plot(rows, args.plot)
+    if args.replot:
+        rows = json.loads(args.json.read_text())["rows"]
+    elif not args.candidates:
+        parser.error("name at least one NAME=BUNDLE[:TRAIN_DIR] (or --replot)")
+    else:
+        print(cpu_name())
+        rows = measure(args)
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"cpu": cpu_name(), "rows": rows}, indent=2) + "\n")
+    plot(rows, args.plot, int8_points(args.int8))
     print(f"wrote {args.json} and {args.plot}")
 
 
