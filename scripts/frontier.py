@@ -94,16 +94,13 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
-def int8_points(path: Path | None) -> list[tuple[str, float, float]]:
-    """(label, ms, val %) of the INT8 variants in ``scripts/int8_candidates.py``'s report, if given."""
-    if path is None:
-        return []
-    rows = json.loads(path.read_text())["rows"]
-    named = [(f"{Path(r['bundle']).name} {r['variant']}", r) for r in rows if r["variant"].startswith("int8")]
-    return [(label, min(r["model_ms_p50"]), 100 * r["val_accuracy"]) for label, r in named]
+def int8_points(path: Path | None) -> list[tuple[float, float]]:
+    """(ms, val %) of the INT8 variants in ``scripts/int8_candidates.py``'s report, if given."""
+    rows = json.loads(path.read_text())["rows"] if path else []
+    return [(min(r["model_ms_p50"]), 100 * r["val_accuracy"]) for r in rows if r["variant"].startswith("int8")]
 
 
-def plot(rows: list[dict[str, Any]], path: Path, int8: list[tuple[str, float, float]]) -> None:
+def plot(rows: list[dict[str, Any]], path: Path, int8: list[tuple[float, float]]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -114,7 +111,7 @@ def plot(rows: list[dict[str, Any]], path: Path, int8: list[tuple[str, float, fl
         ms = min(row["model_ms_p50"])
         ax.scatter(ms, 100 * row["val_accuracy"], color="tab:blue")
         ax.annotate(row["name"], (ms, 100 * row["val_accuracy"]), textcoords="offset points", xytext=(5, 4))
-    for i, (_, ms, acc) in enumerate(int8):
+    for i, (ms, acc) in enumerate(int8):
         ax.scatter(ms, acc, color="tab:orange", marker="x", label="OpenVINO INT8 (NNCF)" if i == 0 else None)
     ax.axhline(100 * FLOOR, color="tab:red", linestyle="--", label="99 % floor (test)")
     ax.axvline(GOAL_MS, color="tab:green", linestyle="--", label=f"{GOAL_MS} ms goal")
@@ -147,8 +144,9 @@ def main() -> None:
         rows = measure(args)
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"cpu": cpu_name(), "rows": rows}, indent=2) + "\n")
+        print(f"wrote {args.json}")
     plot(rows, args.plot, int8_points(args.int8))
-    print(f"wrote {args.json} and {args.plot}")
+    print(f"wrote {args.plot}")
 
 
 if __name__ == "__main__":
