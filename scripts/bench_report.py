@@ -21,7 +21,7 @@ def _num(x: float, digits: int = 1) -> str:
 
 
 def table(rows: list[ServerResult], conc: list[int]) -> list[str]:
-    """Markdown table: p50/p99 at c=1, req/s at each c > 1, server CPU per request at each c, peak RSS."""
+    """Markdown table: p50/p99 at c=1, req/s (200s) at each c > 1, server CPU per request at each c, peak RSS."""
     many = [c for c in conc if c != 1]
     head = ["server", "p50 ms c=1", "p99 ms c=1"] + [f"req/s c={c}" for c in many]
     head += [f"CPU ms/req c={c}" for c in conc] + ["peak RSS MB", "non-200"]
