@@ -20,8 +20,8 @@ class Shedding(BaseHTTPRequestHandler):
     """/predict that answers 200 to the warm-up, then 503 to every other request."""
 
     protocol_version = "HTTP/1.1"
-    lock = threading.Lock()
-    answered: ClassVar[dict[int, int]] = {200: 0, 503: 0}
+    lock: ClassVar[threading.Lock]
+    answered: ClassVar[dict[int, int]]  # status -> answers sent; fresh per server (the fixture's subclass)
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers["Content-Length"]))
@@ -41,24 +41,29 @@ class Shedding(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def shedding_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Shedding)
+def shedding() -> Iterator[tuple[str, dict[int, int]]]:
+    """(URL, status -> answers sent) of a shedding server that counts from zero."""
+    handler = type("Counted", (Shedding,), {"lock": threading.Lock(), "answered": {200: 0, 503: 0}})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
+    yield f"http://127.0.0.1:{server.server_port}", handler.answered
     server.shutdown()
     server.server_close()
 
 
-def test_req_per_s_counts_200_answers_only(shedding_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_req_per_s_counts_200_answers_only(
+    shedding: tuple[str, dict[int, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, answered = shedding
     monkeypatch.syspath_prepend(str(PROJECT_ROOT / "scripts"))  # bench.py imports its sibling scripts
     import bench
 
     images = [("a.jpg", b"\xff\xd8 not decoded by this server")]
-    phase, answers = asyncio.run(bench.drive(shedding_url, images, concurrency=4, n=30, max_seconds=30))
-    timed_200 = Shedding.answered[200] - WARM_UP
+    phase, answers = asyncio.run(bench.drive(url, images, concurrency=4, n=30, max_seconds=30))
+    timed_200 = answered[200] - WARM_UP
     assert answers == {"a.jpg": ("cat", 0.9)}
     assert phase.requests == timed_200 >= 30  # ran until 30 answers of 200, each counted once
-    assert phase.errors == Shedding.answered[503] >= 29  # every other answer was shed, counted apart
+    assert phase.errors == answered[503] >= 29  # every other answer was shed, counted apart
     assert phase.first_error.startswith("503 ")
     assert phase.rps == pytest.approx(phase.requests / phase.seconds)
