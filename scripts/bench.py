@@ -33,6 +33,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 from bench_bound import Bound  # scripts/ is on sys.path when run as a script
@@ -44,6 +45,8 @@ from catsdogs.core.cpus import cpu_name
 from catsdogs.core.paths import MODELS_DIR, PROJECT_ROOT, SHARED_DATA_DIR
 from catsdogs.core.transforms import IMAGE_SUFFIXES
 from catsdogs.serve.settings import Settings
+
+Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 @dataclass
@@ -57,6 +60,7 @@ class Phase:
     p99_ms: float
     cpu_ms_per_request: float = float("nan")  # server CPU (all its processes) per 200, shed answers' CPU included
     first_error: str = ""  # status and start of the body of the first non-200 answer
+    client_cpu_ms_per_request: float = float("nan")  # the bench client's own CPU per 200 (on the same cores)
 
     @property
     def rps(self) -> float:
@@ -179,49 +183,75 @@ async def drive(
 ) -> tuple[Phase, dict[str, tuple[str, float]]]:
     """POST /predict until ``n`` answers of 200 (at most ``max_seconds``), ``concurrency`` in flight, after a warm-up.
 
-    A non-200 answer (a shed 503) is counted apart and does not count toward ``n``: a server that turns
-    requests away gets no req/s for them. With ``pid``, the server tree's CPU time over the timed requests
-    (not the warm-up) gives CPU per 200.
+    The warm-up (httpx) checks the answers; the timed requests go out on ``concurrency`` raw keep-alive
+    connections, prebuilt bytes written as they are, so that the client, on the same cores as the server,
+    takes as little of their CPU as it can (its CPU per 200 is reported). A non-200 answer (a shed 503) is
+    counted apart and does not count toward ``n``. With ``pid``, the server tree's CPU time over the timed
+    requests gives server CPU per 200.
     """
-    latencies: list[float] = []
-    errors = 0
-    first_error = ""
-    sent = itertools.count()
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
         answers = await warm_up(client, images, min(10, n), raw, expect)
-        stop_at = time.perf_counter() + max_seconds
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    requests = [raw_request(port, name, data, raw) for name, data in images]
+    tally = Tally()
+    stop_at = time.perf_counter() + max_seconds
+    sent = itertools.count()
 
-        async def worker() -> None:
-            nonlocal errors, first_error
-            while len(latencies) < n and time.perf_counter() < stop_at:
-                name, data = images[next(sent) % len(images)]
-                start = time.perf_counter()
-                r = await post_image(client, name, data, raw)
-                if r.status_code == 200:
-                    latencies.append((time.perf_counter() - start) * 1000)
-                else:
-                    errors += 1
-                    first_error = first_error or f"{r.status_code} {r.text[:120]!r}"
+    async def worker() -> None:
+        conn = await asyncio.open_connection(host, port)
+        while len(tally.latencies) < n and time.perf_counter() < stop_at:
+            conn = await tally.one(conn, requests[next(sent) % len(requests)], host, port)
+        conn[1].close()
 
-        cpu_before = cpu_seconds(pid) if pid else float("nan")
+    cpu_before, client_before = (cpu_seconds(pid) if pid else float("nan")), time.process_time()
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - start
+    cpu = cpu_seconds(pid) - cpu_before if pid else float("nan")
+    return tally.phase(concurrency, elapsed, cpu, time.process_time() - client_before), answers
+
+
+@dataclass
+class Tally:
+    """What the timed requests of one phase got back."""
+
+    latencies: list[float] = field(default_factory=list)  # ms, answers of 200 only
+    errors: int = 0
+    first_error: str = ""
+
+    async def one(self, conn: Connection, request: bytes, host: str, port: int) -> Connection:
+        """One request on ``conn``; the connection to use next (a new one where the server closed it)."""
         start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - start
-        cpu = cpu_seconds(pid) - cpu_before if pid else float("nan")
-    lat = sorted(latencies)
-    phase = Phase(
-        concurrency=concurrency,
-        requests=len(lat),
-        errors=errors,
-        first_error=first_error,
-        seconds=elapsed,
-        p50_ms=percentile(lat, 50),
-        p95_ms=percentile(lat, 95),
-        p99_ms=percentile(lat, 99),
-        cpu_ms_per_request=cpu * 1000 / len(lat) if lat else float("nan"),
-    )
-    return phase, answers
+        try:
+            status, body, keep = await exchange(*conn, request)
+        except (ConnectionError, asyncio.IncompleteReadError) as exc:
+            status, body, keep = 0, repr(exc).encode(), False
+        if status == 200:
+            self.latencies.append((time.perf_counter() - start) * 1000)
+        else:
+            self.errors += 1
+            self.first_error = self.first_error or f"{status} {body[:120].decode('utf-8', 'replace')!r}"
+        if keep:
+            return conn
+        conn[1].close()
+        return await asyncio.open_connection(host, port)
+
+    def phase(self, concurrency: int, seconds: float, server_cpu: float, client_cpu: float) -> Phase:
+        lat = sorted(self.latencies)
+        per_200 = 1000 / len(lat) if lat else float("nan")
+        return Phase(
+            concurrency=concurrency,
+            requests=len(lat),
+            errors=self.errors,
+            first_error=self.first_error,
+            seconds=seconds,
+            p50_ms=percentile(lat, 50),
+            p95_ms=percentile(lat, 95),
+            p99_ms=percentile(lat, 99),
+            cpu_ms_per_request=server_cpu * per_200,
+            client_cpu_ms_per_request=client_cpu * per_200,
+        )
 
 
 def bench_server(
@@ -243,7 +273,7 @@ def bench_server(
         print(
             f"  {name[:40]:<40} c={c:<3} {phase.requests:>5} x 200 in {phase.seconds:5.1f}s  {phase.rps:7.1f} req/s  "
             f"p50 {phase.p50_ms:6.1f}  p95 {phase.p95_ms:6.1f}  p99 {phase.p99_ms:6.1f} ms  "
-            f"server CPU {phase.cpu_ms_per_request:5.1f} ms/req"
+            f"server CPU {phase.cpu_ms_per_request:5.1f} ms/req  client CPU {phase.client_cpu_ms_per_request:4.1f}"
             + (f"  non-200: {phase.errors}, first: {phase.first_error}" if phase.errors else ""),
             flush=True,
         )
@@ -252,33 +282,59 @@ def bench_server(
     return result
 
 
-def raw_request(port: int, name: str, data: bytes) -> bytes:
-    """A complete POST /predict (multipart) as bytes: the open-loop client only writes it, cheaply."""
+def raw_request(port: int, name: str, data: bytes, raw: bool = False) -> bytes:
+    """A complete POST /predict as bytes (multipart field ``file``, or the raw JPEG body): written as is, cheaply."""
     boundary = "benchboundary7d1f"
-    body = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
-            "Content-Type: image/jpeg\r\n\r\n"
-        ).encode()
-        + data
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
+    if raw:
+        body, ctype = data, "image/jpeg"
+    else:
+        body = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+                "Content-Type: image/jpeg\r\n\r\n"
+            ).encode()
+            + data
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        ctype = f"multipart/form-data; boundary={boundary}"
     head = (
         f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-        f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
 
 
-async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> tuple[int, bool]:
-    """Send one request, read its response: (status, server keeps the connection open)."""
+async def exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+) -> tuple[int, bytes, bool]:
+    """Send one request, read its response: (status, body, server keeps the connection open)."""
     writer.write(request)
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").lower().split("\r\n")
     status = int(lines[0].split()[1])
-    length = next(int(v) for k, _, v in (h.partition(": ") for h in lines[1:]) if k == "content-length")
-    await reader.readexactly(length)
-    return status, "connection: close" not in lines
+    headers = {k: v for k, _, v in (h.partition(": ") for h in lines[1:] if h)}
+    if "content-length" in headers:
+        body = await reader.readexactly(int(headers["content-length"]))
+    elif headers.get("transfer-encoding") == "chunked":
+        body = await _read_chunked(reader)
+    else:  # the body runs to the end of the connection
+        return status, await reader.read(), False
+    keep = headers.get("connection") != "close" and not lines[0].startswith("http/1.0")
+    return status, body, keep
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    chunks = []
+    while size := int((await reader.readline()).split(b";")[0], 16):
+        chunks.append(await reader.readexactly(size))
+        await reader.readline()  # the CRLF after each chunk
+    await reader.readline()  # the CRLF after the last, empty chunk (no trailers)
+    return b"".join(chunks)
+
+
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> tuple[int, bool]:
+    status, _, keep = await exchange(reader, writer, request)
+    return status, keep
 
 
 async def open_loop(port: int, images: list[tuple[str, bytes]], rate: float, seconds: float, pid: int) -> dict:

@@ -23,6 +23,8 @@ class Shedding(BaseHTTPRequestHandler):
     lock: ClassVar[threading.Lock]
     answered: ClassVar[dict[int, int]]  # status -> answers sent; fresh per server (the fixture's subclass)
 
+    chunked: ClassVar[bool] = False  # answer with Transfer-Encoding: chunked instead of Content-Length
+
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers["Content-Length"]))
         with self.lock:
@@ -32,6 +34,13 @@ class Shedding(BaseHTTPRequestHandler):
         body = json.dumps({"prediction": "cat", "probability": 0.9} if status == 200 else {"detail": "at capacity"})
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
+        if self.chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            half = len(body) // 2
+            for part in (body[:half], body[half:], ""):
+                self.wfile.write(f"{len(part):x}\r\n{part}\r\n".encode())
+            return
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body.encode())
@@ -40,10 +49,19 @@ class Shedding(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def shedding() -> Iterator[tuple[str, dict[int, int]]]:
-    """(URL, status -> answers sent) of a shedding server that counts from zero."""
-    handler = type("Counted", (Shedding,), {"lock": threading.Lock(), "answered": {200: 0, 503: 0}})
+# how the server frames its answers: keep-alive with Content-Length, chunked, or HTTP/1.0 closing each connection
+FRAMINGS = {
+    "content-length": {},
+    "chunked": {"chunked": True},
+    "http/1.0 close": {"protocol_version": "HTTP/1.0"},
+}
+
+
+@pytest.fixture(params=list(FRAMINGS))
+def shedding(request: pytest.FixtureRequest) -> Iterator[tuple[str, dict[int, int]]]:
+    """(URL, status -> answers sent) of a shedding server that counts from zero, in each framing."""
+    attrs = {"lock": threading.Lock(), "answered": {200: 0, 503: 0}} | FRAMINGS[request.param]
+    handler = type("Counted", (Shedding,), attrs)
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -67,3 +85,4 @@ def test_req_per_s_counts_200_answers_only(
     assert phase.errors == answered[503] >= 29  # every other answer was shed, counted apart
     assert phase.first_error.startswith("503 ")
     assert phase.rps == pytest.approx(phase.requests / phase.seconds)
+    assert phase.client_cpu_ms_per_request > 0  # the client's own CPU is measured, not assumed away
