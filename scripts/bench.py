@@ -180,13 +180,16 @@ async def drive(
     raw: bool = False,
     pid: int | None = None,
     expect: tuple[str, ...] = ("prediction", "probability"),
+    honour_retry_after: bool = True,
 ) -> tuple[Phase, dict[str, tuple[str, float]]]:
     """POST /predict until ``n`` answers of 200 (at most ``max_seconds``), ``concurrency`` in flight, after a warm-up.
 
     The warm-up (httpx) checks the answers; the timed requests go out on ``concurrency`` raw keep-alive
     connections, prebuilt bytes written as they are, so that the client, on the same cores as the server,
     takes as little of their CPU as it can (its CPU per 200 is reported). A non-200 answer (a shed 503) is
-    counted apart and does not count toward ``n``. With ``pid``, the server tree's CPU time over the timed
+    counted apart and does not count toward ``n``; its connection waits the ``Retry-After`` it names, as
+    HTTP clients' retry policies do (urllib3's ``Retry``, most SDKs), unless ``honour_retry_after`` is off
+    (it then re-sends at once: a retry storm on the same cores). With ``pid``, the server tree's CPU time over the timed
     requests gives server CPU per 200.
     """
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
@@ -194,8 +197,8 @@ async def drive(
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     requests = [raw_request(port, name, data, raw) for name, data in images]
-    tally = Tally()
     stop_at = time.perf_counter() + max_seconds
+    tally = Tally(stop_at=stop_at, honour_retry_after=honour_retry_after)
     sent = itertools.count()
 
     async def worker() -> None:
@@ -216,6 +219,8 @@ async def drive(
 class Tally:
     """What the timed requests of one phase got back."""
 
+    stop_at: float  # perf_counter time the phase ends (no wait runs past it)
+    honour_retry_after: bool = True
     latencies: list[float] = field(default_factory=list)  # ms, answers of 200 only
     errors: int = 0
     first_error: str = ""
@@ -224,14 +229,16 @@ class Tally:
         """One request on ``conn``; the connection to use next (a new one where the server closed it)."""
         start = time.perf_counter()
         try:
-            status, body, keep = await exchange(*conn, request)
+            status, body, keep, headers = await exchange(*conn, request)
         except (ConnectionError, asyncio.IncompleteReadError) as exc:
-            status, body, keep = 0, repr(exc).encode(), False
+            status, body, keep, headers = 0, repr(exc).encode(), False, {}
         if status == 200:
             self.latencies.append((time.perf_counter() - start) * 1000)
         else:
             self.errors += 1
             self.first_error = self.first_error or f"{status} {body[:120].decode('utf-8', 'replace')!r}"
+            if self.honour_retry_after and headers.get("retry-after", "").isdigit():
+                await asyncio.sleep(min(int(headers["retry-after"]), max(0.0, self.stop_at - time.perf_counter())))
         if keep:
             return conn
         conn[1].close()
@@ -267,7 +274,8 @@ def bench_server(
     result = ServerResult(name)
     for c in args.concurrency:
         n = args.requests if c == 1 else args.requests * 2
-        phase, answers = asyncio.run(drive(url, images, c, n, args.max_seconds, raw, pid, expect))
+        run = drive(url, images, c, n, args.max_seconds, raw, pid, expect, not args.ignore_retry_after)
+        phase, answers = asyncio.run(run)
         result.answers.update(answers)
         result.phases[c] = phase
         print(
@@ -306,8 +314,8 @@ def raw_request(port: int, name: str, data: bytes, raw: bool = False) -> bytes:
 
 async def exchange(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
-) -> tuple[int, bytes, bool]:
-    """Send one request, read its response: (status, body, server keeps the connection open)."""
+) -> tuple[int, bytes, bool, dict[str, str]]:
+    """Send one request, read its response: (status, body, server keeps the connection open, headers)."""
     writer.write(request)
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").lower().split("\r\n")
@@ -318,9 +326,9 @@ async def exchange(
     elif headers.get("transfer-encoding") == "chunked":
         body = await _read_chunked(reader)
     else:  # the body runs to the end of the connection
-        return status, await reader.read(), False
+        return status, await reader.read(), False, headers
     keep = headers.get("connection") != "close" and not lines[0].startswith("http/1.0")
-    return status, body, keep
+    return status, body, keep, headers
 
 
 async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
@@ -333,7 +341,7 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
 
 
 async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> tuple[int, bool]:
-    status, _, keep = await exchange(reader, writer, request)
+    status, _, keep, _ = await exchange(reader, writer, request)
     return status, keep
 
 
@@ -452,6 +460,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--images", type=Path, default=SHARED_DATA_DIR / "uploads", help="folder of upload images")
     parser.add_argument("--requests", type=int, default=200, help="requests at c=1 (twice that at c>1)")
     parser.add_argument("--max-seconds", type=float, default=30.0, help="time cap per phase")
+    parser.add_argument(
+        "--ignore-retry-after",
+        action="store_true",
+        help="re-send a shed request at once instead of waiting its Retry-After (a retry storm on the same cores)",
+    )
     parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32])
     parser.add_argument("--backend", default="auto", help="auto | onnx | onnx-int8 | openvino | openvino-bf16")
     parser.add_argument("--workers", type=int, default=1)

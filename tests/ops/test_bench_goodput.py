@@ -86,3 +86,46 @@ def test_req_per_s_counts_200_answers_only(
     assert phase.first_error.startswith("503 ")
     assert phase.rps == pytest.approx(phase.requests / phase.seconds)
     assert phase.client_cpu_ms_per_request > 0  # the client's own CPU is measured, not assumed away
+
+
+class ShedOnceWithRetryAfter(BaseHTTPRequestHandler):
+    """/predict that sheds the first timed request with ``Retry-After: 1``, then answers 200."""
+
+    protocol_version = "HTTP/1.1"
+    seen: ClassVar[list[int]]
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.seen.append(1)
+        shed = len(self.seen) == WARM_UP + 1
+        body = json.dumps({"detail": "at capacity"} if shed else {"prediction": "dog", "probability": 0.8})
+        self.send_response(503 if shed else 200)
+        if shed:
+            self.send_header("Retry-After", "1")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("honour", [True, False])
+def test_a_shed_connection_waits_its_retry_after(honour: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    handler = type("Once", (ShedOnceWithRetryAfter,), {"seen": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.syspath_prepend(str(PROJECT_ROOT / "scripts"))
+    import bench
+
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        images = [("b.jpg", b"\xff\xd8 not decoded")]
+        phase, _ = asyncio.run(bench.drive(url, images, 1, n=WARM_UP, max_seconds=30, honour_retry_after=honour))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (phase.requests, phase.errors) == (WARM_UP, 1)
+    # one connection: honouring, it sat out the second the server asked for; ignoring, it re-sent at once
+    assert (phase.seconds >= 1.0) is honour
