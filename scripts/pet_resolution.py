@@ -6,7 +6,8 @@ fit (regression on half of val + the fitted dev sets, threshold at 1 % false rej
 for each R, and reports false rejection / false acceptance on every held-out dev set.
 
 Usage: python scripts/pet_resolution.py [--json reports/pet_resolution.json] [R ...] (R = 288 decodes at 288
-directly: the shipped teacher's path; the others decode at 160 and resize in torch, bilinear).
+directly: the shipped teacher's path; the others decode at 160 and resize in torch, bilinear; with --direct
+every size decodes at itself, as a bundle served at that size would).
 """
 
 from __future__ import annotations
@@ -43,9 +44,9 @@ def evidence(net: torch.nn.Module, pixels: np.ndarray, base: int, r: int) -> np.
     return np.concatenate(out)
 
 
-def run(params, net: torch.nn.Module, r: int) -> dict:
+def run(params, net: torch.nn.Module, r: int, direct: bool = False) -> dict:
     """Fit the regression and threshold as ``calibrate`` does; false rejection/acceptance on held-out sets."""
-    base = 288 if r == 288 else 160
+    base = r if direct or r == 288 else 160
     cfg = PreprocessConfig(image_size=base, mean=(0.5,) * 3, std=(0.5,) * 3)
     val = load_split(params, params.path(params.data.prepared_dir), cfg, "val")
     ev_val = evidence(net, val.pixels, base, r)
@@ -74,13 +75,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sizes", nargs="*", type=int, default=[288, 160, 128, 112, 96])
     parser.add_argument("--json", type=Path, help="write the rows here")
+    parser.add_argument("--direct", action="store_true", help="decode at each size (a bundle served at that size)")
     args = parser.parse_args()
     torch.set_num_threads(2)  # the served backend's threads
     params = load_params(PROJECT_ROOT / "params.yaml")
     net = create_model("efficientnet_lite0", pretrained=True).eval()
     rows = []
     for r in args.sizes:
-        rows.append(run(params, net, r))
+        rows.append(run(params, net, r, args.direct) | {"decoded_at": r if args.direct or r == 288 else 160})
         print(json.dumps(rows[-1]), flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
