@@ -189,8 +189,8 @@ async def drive(
     takes as little of their CPU as it can (its CPU per 200 is reported). A non-200 answer (a shed 503) is
     counted apart and does not count toward ``n``; its connection waits the ``Retry-After`` it names, as
     HTTP clients' retry policies do (urllib3's ``Retry``, most SDKs), unless ``honour_retry_after`` is off
-    (it then re-sends at once: a retry storm on the same cores). With ``pid``, the server tree's CPU time over the timed
-    requests gives server CPU per 200.
+    (it then re-sends at once: a retry storm on the same cores). With ``pid``, the server tree's CPU time
+    over the timed requests gives server CPU per 200.
     """
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
         answers = await warm_up(client, images, min(10, n), raw, expect)
@@ -340,11 +340,6 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
     return b"".join(chunks)
 
 
-async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> tuple[int, bool]:
-    status, _, keep, _ = await exchange(reader, writer, request)
-    return status, keep
-
-
 async def open_loop(port: int, images: list[tuple[str, bytes]], rate: float, seconds: float, pid: int) -> dict:
     """Requests sent at a fixed ``rate`` whatever the answers (open loop), for ``seconds``.
 
@@ -366,7 +361,7 @@ async def open_loop(port: int, images: list[tuple[str, bytes]], rate: float, sec
         reused = bool(idle)
         conn = idle.pop() if idle else await asyncio.open_connection("127.0.0.1", port)
         try:
-            status, keep = await _exchange(*conn, requests[i % len(requests)])
+            status, _, keep, _ = await exchange(*conn, requests[i % len(requests)])
             key = str(status)
             if status == 200:
                 accepted.append((time.perf_counter() - scheduled) * 1000)
@@ -421,7 +416,7 @@ async def closed_loop(port: int, images: list[tuple[str, bytes]], concurrency: i
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         i = k
         while time.perf_counter() < stop_at:
-            status, _ = await _exchange(reader, writer, requests[i % len(requests)])
+            status, *_ = await exchange(reader, writer, requests[i % len(requests)])
             done += status == 200
             i += concurrency
         writer.close()
