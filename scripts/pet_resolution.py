@@ -68,7 +68,7 @@ def run(params, net: torch.nn.Module, r: int, direct: bool = False) -> dict:
     for name, (p, f, e) in ev.items():
         if not f:
             rows[name + ("_FRR" if p else "_FAR")] = round(float((s(e) < t).mean() if p else (s(e) >= t).mean()), 4)
-    return {"r": r, "threshold": round(t, 4), **rows}
+    return {"r": r, "threshold": round(t, 4), **rows, "decoded_at": base}
 
 
 def main() -> None:
@@ -82,7 +82,7 @@ def main() -> None:
     net = create_model("efficientnet_lite0", pretrained=True).eval()
     rows = []
     for r in args.sizes:
-        rows.append(run(params, net, r, args.direct) | {"decoded_at": r if args.direct or r == 288 else 160})
+        rows.append(run(params, net, r, args.direct))
         print(json.dumps(rows[-1]), flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
