@@ -148,6 +148,14 @@ def test_distill_without_calibration_says_calibrate_first(tmp_path: Path) -> Non
     _one_line_error(r, "no calibration at", "catsdogs calibrate")
 
 
+def test_teacher_without_its_data_names_the_folder(tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text(f"data:\n  source: {tmp_path / 'nowhere'}\n")
+    r = runner.invoke(app, ["teacher", "--params", str(params)])
+    _one_line_error(r, str(tmp_path / "nowhere"), "data.source in params.yaml")
+    assert not (tmp_path / "models").exists()  # it stopped before building anything
+
+
 @pytest.mark.parametrize("command", ["evaluate", "distill"])
 def test_default_checkpoint_missing(command: str, tmp_path: Path) -> None:
     params = tmp_path / "params.yaml"

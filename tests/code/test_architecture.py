@@ -173,6 +173,7 @@ STAGE_MODULES = {
     "robustness": "catsdogs.release.robustness",
     "model_card": "catsdogs.release.card",
     "distill": "catsdogs.release.distill",
+    "teacher": "catsdogs.release.teacher",
 }
 
 

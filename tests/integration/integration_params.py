@@ -16,6 +16,7 @@ TINY = {
     "export": {"calibration_images": 32},
     "gate": {"min_accuracy": 0.3, "max_latency_ms": 200.0},
     "distill": {"image_size": 64, "alpha": [0.0, 1.0], "l2": [0.001]},
+    "teacher": {"tuned_blocks": 0},  # simple_cnn from scratch: no pretrained blocks; the stage still runs whole
 }
 
 

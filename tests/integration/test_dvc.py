@@ -1,5 +1,5 @@
 """`dvc repro` runs the real pipeline (prepare -> train -> calibrate -> evaluate -> export -> robustness ->
-model_card, and distill) on tiny params."""
+model_card, distill and teacher) on tiny params."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def test_dvc_repro_runs_the_whole_pipeline(tmp_path, kaggle_train_dir):
     assert run(str(bin_dir / "dvc"), "remote", "modify", "shared", "url", str(remote)).returncode == 0
     first = run(str(bin_dir / "dvc"), "repro")
     assert first.returncode == 0, first.stdout + first.stderr
-    stages = ("prepare", "train", "calibrate", "evaluate", "export", "robustness", "model_card", "distill")
+    stages = ("prepare", "train", "calibrate", "evaluate", "export", "robustness", "model_card", "distill", "teacher")
     for stage in stages:
         assert f"Running stage '{stage}'" in first.stdout
     lock = yaml.safe_load((tmp_path / "dvc.lock").read_text())
@@ -52,6 +52,7 @@ def test_dvc_repro_runs_the_whole_pipeline(tmp_path, kaggle_train_dir):
     assert meta["architecture"] == "simple_cnn" and meta["metrics"]["accuracy"] == metrics["accuracy"]
     assert (tmp_path / "models" / "MODEL_CARD.md").read_text().startswith(f"# Model card: catsdogs {meta['version']}")
     check_student(tmp_path, meta)
+    check_teacher(tmp_path)
 
     again = run(str(bin_dir / "dvc"), "repro")
     assert again.returncode == 0 and "Running stage" not in again.stdout  # nothing is stale
@@ -94,4 +95,19 @@ def check_student(root: Path, teacher: dict) -> None:
     assert set(report["student"]["robustness"]) >= {"clean", "jpeg_q20", "center_crop_60pct"}
     # it is served like the teacher: a pet score and thresholds fitted on the student's own val scores
     predictor = Predictor.load(root / "models" / "student")
+    assert predictor.meta["thresholds"]["pet_score"] is not None
+
+
+def check_teacher(root: Path) -> None:
+    """The teacher stage leaves its own servable bundle, trained and judged apart from the shipped model."""
+    from catsdogs.inference.predictor import Predictor
+
+    report = json.loads((root / "reports" / "teacher.json").read_text())
+    bundle = root / "models" / "teacher"
+    meta = json.loads((bundle / "model.json").read_text())
+    assert report["bundle"] == "models/teacher" and meta["metrics"]["accuracy"] == report["test_accuracy"]
+    own = json.loads((root / "artifacts" / "teacher" / "metrics.json").read_text())
+    assert own["accuracy"] == report["test_accuracy"] and (root / "artifacts" / "teacher" / "best.pt").is_file()
+    assert report["training"]["train_seconds"] > 0 and report["latency_ms"][meta["default_backend"]]["p50"] > 0
+    predictor = Predictor.load(bundle)
     assert predictor.meta["thresholds"]["pet_score"] is not None

@@ -27,6 +27,7 @@ for _command in (
     release.validate,
     release.calibrate,
     release.distill,
+    release.teacher,
     release.robustness,
     release.model_card,
 ):

@@ -210,6 +210,26 @@ def distill(
     typer.echo(json.dumps({k: report["student"][k] for k in ("test_accuracy", "latency_ms")}, indent=2))
 
 
+def teacher(
+    params: ParamsOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Build the teacher (params.yaml `teacher`: more tuned blocks) beside the shipped model, into models/teacher."""
+    import json
+
+    require_training_stack("teacher")
+    with user_errors("teacher", verbose):
+        p = read_params(params)
+        require_source(p.path(p.data.source), "data.source in params.yaml")
+        from catsdogs.release.teacher import run_teacher
+        from catsdogs.training.runtime import reexec_with_malloc_tunables
+
+        reexec_with_malloc_tunables()
+        setup_logging(verbose)
+        report = run_teacher(p)
+    typer.echo(json.dumps({k: report[k] for k in ("test_accuracy", "latency_ms", "bundle")}, indent=2))
+
+
 def robustness(
     model_dir: Annotated[Path | None, typer.Option(help="Bundle to test (default: models/).")] = None,
     output: Annotated[Path | None, typer.Option(help="Results JSON (default: reports/robustness.json).")] = None,

@@ -143,6 +143,15 @@ class DistillParams(_Strict):
         return alpha
 
 
+class TeacherParams(_Strict):
+    """The more accurate, slower model built beside the shipped one: the same recipe with more tuned
+    blocks (the release before the shipped model), kept servable as ``--model models/teacher``."""
+
+    tuned_blocks: int = Field(3, ge=0, le=16)
+    output_dir: str = "artifacts/teacher"  # checkpoint, calibration, test report, robustness
+    bundle_dir: str = "models/teacher"  # its servable bundle
+
+
 class Params(_Strict):
     data: DataParams = DataParams()
     model: ModelParams = ModelParams()
@@ -153,6 +162,7 @@ class Params(_Strict):
     export: ExportParams = ExportParams()
     gate: GateParams = GateParams()
     distill: DistillParams = DistillParams()
+    teacher: TeacherParams = TeacherParams()
     base_dir: Path = Field(default_factory=lambda: PARAMS_FILE.parent, exclude=True)
 
     @model_validator(mode="after")

@@ -171,20 +171,14 @@ def save_student(model: torch.nn.Module, cfg: Any, sp: Params, prepared: Path, b
 
 def run_distill(params: Params) -> dict[str, Any]:
     """Train the student, then calibrate, evaluate, export and stress it like the teacher; compare the two."""
-    from catsdogs.release.calibrate import run_calibration
-    from catsdogs.release.evaluate import run_evaluation
-    from catsdogs.release.export import run_export
-    from catsdogs.release.robustness import run_robustness
+    from catsdogs.release.variant import release_variant
 
     sp = student_params(params)
-    out, bundle = sp.path(sp.train.output_dir), sp.path(sp.export.output_dir)
+    out = sp.path(sp.train.output_dir)
     training = train_student(params, sp)
     (out / "run.json").write_text(json.dumps({"train_seconds": sum(training["seconds"].values())}) + "\n")
-    run_calibration(sp, checkpoint=out / "best.pt")
-    metrics = run_evaluation(sp, checkpoint=out / "best.pt", output=out / "metrics.json")
-    run_export(sp, checkpoint=out / "best.pt", output_dir=bundle, metrics_file=out / "metrics.json")
-    robust = run_robustness(sp, model_dir=bundle, output=out / "robustness.json")
-    report = compare(params, training, metrics, robust, json.loads((bundle / "model.json").read_text()))
+    released = release_variant(sp)
+    report = compare(params, training, released["metrics"], released["robustness"], released["meta"])
     path = params.path("reports/student.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
