@@ -111,6 +111,35 @@ def test_micro_batching_off_runs_every_request_alone(make_client: ClientFactory)
     assert _post(client, encode(solid(COLORS[0]), "PNG")).status_code == 200
 
 
+def test_a_large_batch_request_runs_in_micro_batches_on_the_model_runners(make_client: ClientFactory) -> None:
+    # A 16-image run costs more per image than runs of 4 and keeps buffers for its shape: never one big run.
+    client = make_client(micro_batch_size=2, max_batch_files=8)
+    service = client.app.state.service  # type: ignore[attr-defined]
+    images = [encode(solid(c), "PNG") for c in COLORS]
+    alone = [p.probabilities for p in service.predictor.predict_bytes(images)]
+    spy = service.predictor.session = RunSpy(service.predictor.session)
+    files = [("files", (f"{i}.png", data, "image/png")) for i, data in enumerate(images)]
+    files.insert(2, ("files", ("junk.png", b"not an image", "image/png")))
+    r = client.post("/predict/batch", files=files)
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert [x["filename"] for x in results] == [f[1][0] for f in files]
+    assert results[2]["error"]["code"] == "not_an_image"
+    for got, expected in zip([x for x in results if "error" not in x], alone, strict=True):
+        assert got["probabilities"] == pytest.approx(expected, abs=1e-4)
+    assert [b.shape[0] for b in spy.batches] == [2, 2, 1]  # the 5 photos, at most 2 per run
+    assert all(name.startswith("catsdogs-model") for name in spy.threads)  # the runners, not a request thread
+    assert _sample_sum(client, "prediction_latency_seconds", "prediction_latency_seconds_count") == 3
+
+
+def test_the_warm_up_covers_the_runs_the_model_will_make() -> None:
+    from catsdogs.serve.settings import Settings
+    from catsdogs.serve.state import warmup_sizes
+
+    assert warmup_sizes(Settings(micro_batch_size=4, max_batch_files=16)) == (1, 2, 3, 4)  # no 16-image run
+    assert warmup_sizes(Settings(micro_batch_size=1, max_batch_files=16)) == (1, 16)  # off: a batch is one run
+
+
 # --- the batcher alone, with a fake model -----------------------------------------------------------------
 class FakeModel:
     """``predict_array`` answers each image's first value; if ``held``, the first run waits for ``gate``."""
@@ -191,6 +220,40 @@ def test_a_failed_run_fails_every_request_of_its_batch_and_frees_the_runner() ->
         healthy = FakeModel()
         assert (await batcher.predict(healthy, _image(7))).value == 7  # type: ignore[arg-type]
         assert batcher.free_runners == 1
+
+    asyncio.run(scenario())
+
+
+def test_one_requests_images_are_answered_in_order_from_several_runs() -> None:
+    async def scenario() -> None:
+        model = FakeModel(held=True)
+        batcher = MicroBatcher(max_size=2, runners=1, metrics=Metrics())
+        held = asyncio.create_task(batcher.predict(model, _image(0)))  # type: ignore[arg-type]
+        await asyncio.sleep(0.05)
+        many = asyncio.create_task(batcher.predict_many(model, [_image(v) for v in (1, 2, 3)]))  # type: ignore[arg-type]
+        await _wait_queued(batcher, 3)
+        model.gate.set()
+        await held
+        assert [a.value for a in await many] == [1, 2, 3]
+        assert model.runs == [[0], [1, 2], [3]]
+
+    asyncio.run(scenario())
+
+
+def test_a_request_that_went_away_takes_all_its_queued_images_with_it() -> None:
+    async def scenario() -> None:
+        model, batcher = FakeModel(held=True), _one_runner()
+        held = asyncio.create_task(batcher.predict(model, _image(0)))  # type: ignore[arg-type]
+        await asyncio.sleep(0.05)
+        many = asyncio.create_task(batcher.predict_many(model, [_image(v) for v in (1, 2, 3)]))  # type: ignore[arg-type]
+        other = asyncio.create_task(batcher.predict(model, _image(4)))  # type: ignore[arg-type]
+        await _wait_queued(batcher, 4)
+        many.cancel()  # its client disconnected
+        await asyncio.sleep(0)
+        model.gate.set()
+        await held
+        assert (await other).value == 4
+        assert model.runs == [[0], [4]]
 
     asyncio.run(scenario())
 

@@ -1,19 +1,24 @@
-"""Adaptive micro-batching: single-image requests that arrive together share one model run.
+"""Adaptive micro-batching: images that arrive together share model runs, on a fixed pool of runners.
 
 Nothing waits for a batch to fill (as Triton's dynamic batcher with no queue delay, or BentoML's adaptive
 batching): an image runs at once when a model runner is free; while every runner is busy, new images queue,
 and the next free runner takes up to ``max_size`` of them as one batch. So a lone request pays nothing, and
-under load the model runs batches, which cost less per image than single images (docs/serving.md).
+a burst is served by as many runs as there are runners, never more.
+
+Every model run of a worker goes through here: ``/predict/batch`` and the V2 infer route queue their images
+too, so a 16-image request runs as batches of at most ``max_size`` beside everyone else's, not as one big
+run in a thread of its own (which would oversubscribe the cores, and cost more per image: docs/serving.md).
 
 Everything here runs on the event loop; the model runs go to a pool of ``runners`` threads of their own:
 OpenVINO keeps an infer request (buffers for the largest batch it ran) per calling thread, so a fixed pool
-bounds how many exist, whichever of the shared worker threads decoded the images.
+and the cap on a run's size bound the model's memory, whichever of the shared worker threads decoded the images.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -46,10 +51,21 @@ class MicroBatcher:
 
     async def predict(self, predictor: Predictor, image: np.ndarray) -> Prediction:
         """One preprocessed image -> its answer, from a model run it may share with concurrent requests."""
-        answer: asyncio.Future[Prediction] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Waiting(predictor, image, answer))
+        [answer] = await self.predict_many(predictor, [image])
+        return answer
+
+    async def predict_many(self, predictor: Predictor, images: Sequence[np.ndarray]) -> list[Prediction]:
+        """Preprocessed images -> their answers, in order: queued together, so they run in batches of at most
+        ``max_size`` (a 16-image request is 4 runs of 4, on the same runners as everyone else)."""
+        loop = asyncio.get_running_loop()
+        answers: list[asyncio.Future[Prediction]] = [loop.create_future() for _ in images]
+        self._queue.extend(_Waiting(predictor, image, answer) for image, answer in zip(images, answers, strict=True))
         self._dispatch()
-        return await answer  # a cancelled request cancels its future: the batch skips or ignores it
+        try:
+            return [await answer for answer in answers]
+        finally:  # the request went away or a run failed: its images still queued are skipped
+            for answer in answers:
+                answer.cancel()
 
     def _dispatch(self) -> None:
         while self.free_runners and (batch := self._take()):

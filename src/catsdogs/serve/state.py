@@ -34,6 +34,14 @@ def public_message(text: str) -> str:
     return _PATH.sub("<path>", text)
 
 
+def warmup_sizes(s: Settings) -> tuple[int, ...]:
+    """The batch sizes the model will run (a new input shape costs OpenVINO a slow first run): every micro-batch
+    size, or with micro-batching off, one image and a full ``/predict/batch``."""
+    if s.micro_batch_size > 1:
+        return tuple(range(1, s.micro_batch_size + 1))
+    return (1, s.max_batch_files)
+
+
 @dataclass
 class ServiceState:
     settings: Settings
@@ -74,8 +82,7 @@ class ServiceState:
         if self.predictor is None:  # first load: /ready tells the loading and warming phases apart
             self.status, self.reason = "warming", "the model is warming up"
         try:
-            # every micro-batch size: a new input shape costs OpenVINO a slow first run
-            predictor.warmup(batch_sizes=(*range(1, s.micro_batch_size + 1), s.max_batch_files))
+            predictor.warmup(batch_sizes=warmup_sizes(s))
         except Exception as exc:  # onnxruntime's own errors: a bundle that fails warm-up is a bad bundle
             raise ModelLoadError(f"the model failed its warm-up run: {exc}") from exc
         return predictor
@@ -153,11 +160,14 @@ class ServiceState:
             self.metrics.service_time.set(self.admission.service_s)
 
     async def _run(self, predictor: Predictor, images: list[bytes]) -> list[PredictionResult]:
-        """A single image goes through the micro-batcher (if on); several images are already one model run."""
-        if self.batcher is not None and len(images) == 1:
-            image = await anyio.to_thread.run_sync(self._decode_one, predictor, images[0])
-            return [image if isinstance(image, PredictionError) else await self.batcher.predict(predictor, image)]
-        return await anyio.to_thread.run_sync(self._infer, predictor, images)
+        """Decode in a worker thread, then run on the micro-batcher's runners (batches of at most
+        ``micro_batch_size``); with micro-batching off, all the images decode and run as one model run."""
+        if self.batcher is None:
+            return await anyio.to_thread.run_sync(self._infer, predictor, images)
+        decoded = await anyio.to_thread.run_sync(self._decode_all, predictor, images)
+        arrays = [d for d in decoded if not isinstance(d, PredictionError)]
+        ran = iter(await self.batcher.predict_many(predictor, arrays) if arrays else [])
+        return [d if isinstance(d, PredictionError) else next(ran) for d in decoded]
 
     def _infer(self, predictor: Predictor, images: list[bytes]) -> list[PredictionResult]:
         """Blocking: refuse what costs too much to decode, wait for decode memory, then predict."""
@@ -170,6 +180,10 @@ class ServiceState:
             self.metrics.prediction_latency.observe(ms / 1000.0)
         it = iter(ran)
         return [refused[i] if i in refused else next(it) for i in range(len(images))]
+
+    def _decode_all(self, predictor: Predictor, images: list[bytes]) -> list[np.ndarray | PredictionError]:
+        """Blocking: each upload -> its model input, or the reason it has none."""
+        return [self._decode_one(predictor, data) for data in images]
 
     def _decode_one(self, predictor: Predictor, data: bytes) -> np.ndarray | PredictionError:
         """Blocking: one upload -> its model input, under the same decode limits as ``_infer``."""

@@ -1,4 +1,4 @@
-"""``POST /predict`` (one image) and ``POST /predict/batch`` (several images, one model run)."""
+"""``POST /predict`` (one image) and ``POST /predict/batch`` (several images, run in micro-batches)."""
 
 from __future__ import annotations
 
@@ -145,7 +145,7 @@ async def predict(request: Request, state: StateDep, predictor: PredictorDep) ->
 @router.post(
     "/predict/batch",
     response_model=BatchResponse,
-    summary="Classify several images in one model run",
+    summary="Classify several images",
     description="A file that cannot be classified gets its own `error` entry; the others are still classified.",
     responses=responses(400, 413, 415, 422, 503, only=BATCH_ERRORS),
 )
