@@ -48,6 +48,20 @@ def test_normalize_uses_config_statistics():
     np.testing.assert_allclose(out[:, 0, 0], [(0.5 - 0.5) / 0.2, (0.5 - 0.4) / 0.25, (0.5 - 0.3) / 0.3], rtol=1e-5)
 
 
+def test_normalize_is_the_reference_arithmetic_bit_for_bit_in_c_order():
+    """Serving's fast path must give the model exactly what ``astype * scale + bias`` gave (what the shipped
+    bundle was evaluated with), on the transposed HWC view ``Transform`` passes it."""
+    hwc = np.random.default_rng(0).integers(0, 256, (33, 17, 3), dtype=np.uint8)
+    chw = hwc.transpose(2, 0, 1)
+    mean = np.asarray(CFG.mean, dtype=np.float32).reshape(3, 1, 1) * 255.0
+    std = np.asarray(CFG.std, dtype=np.float32).reshape(3, 1, 1) * 255.0
+    reference = chw.astype(np.float32) * (1.0 / std) + (-mean / std)
+    out = normalize(chw, CFG)
+    assert out.dtype == np.float32 and out.flags.c_contiguous
+    assert np.array_equal(out, reference)
+    assert np.array_equal(normalize(chw.astype(np.float64), CFG), reference)  # float pixels too
+
+
 def test_numpy_and_torch_paths_agree(photo):
     """Serving (NumPy, per image) and training/eval (torch, batched) give identical model input."""
     t = create_transform(CFG)
