@@ -166,7 +166,7 @@ class ServiceState:
             return await anyio.to_thread.run_sync(self._infer, predictor, images)
         decoded = await anyio.to_thread.run_sync(self._decode_all, predictor, images)
         arrays = [d for d in decoded if not isinstance(d, PredictionError)]
-        ran = iter(await self.batcher.predict_many(predictor, arrays) if arrays else [])
+        ran = iter(await self.batcher.predict_many(predictor, arrays))  # none valid: no run, []
         return [d if isinstance(d, PredictionError) else next(ran) for d in decoded]
 
     def _infer(self, predictor: Predictor, images: list[bytes]) -> list[PredictionResult]:
