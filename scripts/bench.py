@@ -39,7 +39,7 @@ import httpx
 from bench_bound import Bound  # scripts/ is on sys.path when run as a script
 from bench_peers import PEERS, check_venvs, parse_peers, peer_spec
 from bench_report import report
-from proc_tree import cpu_seconds, peak_rss_mb, rss_mb
+from proc_tree import cpu_seconds, host_cpu_ticks, host_shares, peak_rss_mb, rss_mb
 
 from catsdogs.core.cpus import cpu_name
 from catsdogs.core.paths import MODELS_DIR, PROJECT_ROOT, SHARED_DATA_DIR
@@ -61,6 +61,8 @@ class Phase:
     cpu_ms_per_request: float = float("nan")  # server CPU (all its processes) per 200, shed answers' CPU included
     first_error: str = ""  # status and start of the body of the first non-200 answer
     client_cpu_ms_per_request: float = float("nan")  # the bench client's own CPU per 200 (on the same cores)
+    host_idle_pct: float = float("nan")  # share of the machine's cores idle during the phase
+    host_steal_pct: float = float("nan")  # share taken by other guests (hypervisor steal): a noisy host
 
     @property
     def rps(self) -> float:
@@ -208,11 +210,15 @@ async def drive(
         conn[1].close()
 
     cpu_before, client_before = (cpu_seconds(pid) if pid else float("nan")), time.process_time()
+    host_before = host_cpu_ticks()
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - start
     cpu = cpu_seconds(pid) - cpu_before if pid else float("nan")
-    return tally.phase(concurrency, elapsed, cpu, time.process_time() - client_before), answers
+    phase = tally.phase(concurrency, elapsed, cpu, time.process_time() - client_before)
+    host = host_shares(host_before, host_cpu_ticks())
+    phase.host_idle_pct, phase.host_steal_pct = host.idle_pct, host.steal_pct
+    return phase, answers
 
 
 @dataclass
@@ -281,7 +287,8 @@ def bench_server(
         print(
             f"  {name[:40]:<40} c={c:<3} {phase.requests:>5} x 200 in {phase.seconds:5.1f}s  {phase.rps:7.1f} req/s  "
             f"p50 {phase.p50_ms:6.1f}  p95 {phase.p95_ms:6.1f}  p99 {phase.p99_ms:6.1f} ms  "
-            f"server CPU {phase.cpu_ms_per_request:5.1f} ms/req  client CPU {phase.client_cpu_ms_per_request:4.1f}"
+            f"server CPU {phase.cpu_ms_per_request:5.1f} ms/req  client CPU {phase.client_cpu_ms_per_request:4.1f}  "
+            f"host idle {phase.host_idle_pct:4.1f} %  steal {phase.host_steal_pct:4.1f} %"
             + (f"  non-200: {phase.errors}, first: {phase.first_error}" if phase.errors else ""),
             flush=True,
         )

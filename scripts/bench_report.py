@@ -21,10 +21,11 @@ def _num(x: float, digits: int = 1) -> str:
 
 
 def table(rows: list[ServerResult], conc: list[int]) -> list[str]:
-    """Markdown table: p50/p99 at c=1, req/s (200s) at each c > 1, server CPU per request at each c, peak RSS."""
+    """Markdown table: p50/p99 at c=1, req/s (200s) at each c > 1, server CPU per request at each c, peak RSS,
+    and the most CPU the host's other guests stole in any phase (rows are comparable when it is alike)."""
     many = [c for c in conc if c != 1]
     head = ["server", "p50 ms c=1", "p99 ms c=1"] + [f"req/s c={c}" for c in many]
-    head += [f"CPU ms/req c={c}" for c in conc] + ["peak RSS MB", "non-200"]
+    head += [f"CPU ms/req c={c}" for c in conc] + ["peak RSS MB", "non-200", "host steal % (max)"]
     lines = ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
     for r in rows:
         one = r.phases.get(1)
@@ -32,6 +33,8 @@ def table(rows: list[ServerResult], conc: list[int]) -> list[str]:
         cells += [_num(r.phases[c].rps) for c in many]
         cells += [_num(r.phases[c].cpu_ms_per_request) for c in conc]
         cells += [_num(r.peak_rss_mb, 0), str(sum(p.errors for p in r.phases.values()))]
+        steal = [p.host_steal_pct for p in r.phases.values() if not math.isnan(p.host_steal_pct)]
+        cells.append(_num(max(steal, default=float("nan"))))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 

@@ -86,6 +86,7 @@ def test_req_per_s_counts_200_answers_only(
     assert phase.first_error.startswith("503 ")
     assert phase.rps == pytest.approx(phase.requests / phase.seconds)
     assert phase.client_cpu_ms_per_request > 0  # the client's own CPU is measured, not assumed away
+    assert 0 <= phase.host_idle_pct <= 100 and 0 <= phase.host_steal_pct <= 100  # the host's shares, measured
 
 
 class ShedOnceWithRetryAfter(BaseHTTPRequestHandler):
